@@ -1,0 +1,30 @@
+"""Helpers shared by the benchmarks: corpus location and same-run oracles."""
+import hashlib
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
+
+MB = 1_000_000
+
+
+def mb_per_s(nbytes, seconds):
+    """Throughput in MB/s (10^6 bytes per second)."""
+    return nbytes / seconds / MB
+
+
+def best_time(fn, repeat=5):
+    """Shortest wall time of ``repeat`` calls of ``fn``, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def hashlib_mb_per_s(data, repeat=5):
+    """hashlib.sha256 throughput on ``data`` (MB/s, best of ``repeat``)."""
+    view = memoryview(data)
+    return mb_per_s(len(view), best_time(lambda: hashlib.sha256(view).digest(), repeat))
