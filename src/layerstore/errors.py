@@ -43,3 +43,127 @@ class DigestMismatchError(LayerStoreError):
 
 class ChunkingError(LayerStoreError, ValueError):
     """Invalid content-defined chunking parameters."""
+
+
+class CorruptBlobError(LayerStoreError):
+    """Stored bytes fail a check on read: an entry header checksum, the
+    checksum of the stored bytes, decompression, the raw length, or the digest
+    the bytes should hash to.
+
+    Attributes:
+        pack_id: id of the pack the bytes were read from (str or None).
+        offset: byte offset of the entry in that pack (int or None).
+        digest: hex digest the entry was expected to have, or claims (str or None).
+        reason: what failed, without the location (str).
+    """
+
+    def __init__(self, reason, pack_id=None, offset=None, digest=None):
+        where = []
+        if pack_id is not None:
+            where.append(f"pack {pack_id}")
+        if offset is not None:
+            where.append(f"offset {offset}")
+        if digest is not None:
+            where.append(f"digest {digest}")
+        super().__init__(reason + (" (" + ", ".join(where) + ")" if where else ""))
+        self.reason = reason
+        self.pack_id = pack_id
+        self.offset = offset
+        self.digest = digest
+
+
+class PackFormatError(LayerStoreError):
+    """A pack file header or a pack index file is malformed, truncated, of an
+    unknown version, or fails its checksum.
+
+    Attributes:
+        path: the file concerned (str or None).
+    """
+
+    def __init__(self, message, path=None):
+        super().__init__(message + (f" ({path})" if path else ""))
+        self.reason = message
+        self.path = path
+
+
+class PackLockedError(LayerStoreError):
+    """A pack file is locked by a live writer, so it may not be rewritten or
+    indexed yet."""
+
+
+class SizeMismatchError(LayerStoreError):
+    """Bytes received are not the size they were expected to have.
+
+    Attributes:
+        expected: the size announced, in bytes (int).
+        actual: the number of bytes received so far, or in total (int).
+    """
+
+    def __init__(self, expected, actual, what="blob"):
+        super().__init__(f"{what} size mismatch: expected {expected} bytes, got {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ReferenceError(LayerStoreError, ValueError):
+    """An image reference (``[registry/][namespace/]repository[:tag][@digest]``)
+    does not follow the Docker/OCI reference grammar, or a rule applied to it
+    (length, case, canonical form, digest) fails. This name shadows the builtin
+    ``ReferenceError`` inside this module and for code that imports it.
+
+    Attributes:
+        input: the text that was being parsed (str).
+        kind: a short machine-readable name of the rule that failed, one of
+            the ``*`` constants of :mod:`layerstore.reference` (str).
+        reason: what failed, without the input (str).
+    """
+
+    def __init__(self, input, kind, reason):
+        super().__init__(f"invalid reference {input!r}: {reason}")
+        self.input = input
+        self.kind = kind
+        self.reason = reason
+
+
+class InvalidDocumentError(LayerStoreError, ValueError):
+    """A JSON document (OCI image manifest, image index, image config,
+    descriptor, image layout header, or their Docker counterparts) is not
+    valid JSON or breaks a rule of its format.
+
+    Attributes:
+        field: path of the offending field, e.g. ``layers[2].digest``;
+            ``"(document)"`` for the whole document (str).
+        problem: what is wrong with it (str).
+        media_type: media type the document was validated as, if known (str or None).
+    """
+
+    def __init__(self, field, problem, media_type=None):
+        super().__init__(f"{field}: {problem}" + (f" ({media_type})" if media_type else ""))
+        self.field = field
+        self.problem = problem
+        self.media_type = media_type
+
+
+class PlatformError(LayerStoreError, ValueError):
+    """A platform specifier (``os/arch[/variant]``) is malformed."""
+
+
+class StoreError(LayerStoreError):
+    """The store on disk is unusable as asked: not a layerstore store, a newer
+    format, or an inconsistency found while working."""
+
+
+class BlobNotFoundError(LayerStoreError, KeyError):
+    """No blob with the given digest is in the store."""
+
+    def __init__(self, digest):
+        super().__init__(f"blob {digest} not found in the store")
+        self.digest = digest
+
+    def __str__(self):
+        return self.args[0]
+
+
+class CompressedLayerError(LayerStoreError):
+    """A gzip (RFC 1952) or zstd (RFC 8878) layer blob cannot be decompressed:
+    corrupt, truncated, or followed by data that is not another member."""
