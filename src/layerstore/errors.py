@@ -167,3 +167,65 @@ class BlobNotFoundError(LayerStoreError, KeyError):
 class CompressedLayerError(LayerStoreError):
     """A gzip (RFC 1952) or zstd (RFC 8878) layer blob cannot be decompressed:
     corrupt, truncated, or followed by data that is not another member."""
+
+
+class ImageFormatError(LayerStoreError, ValueError):
+    """An image archive or layout (docker-archive, oci-archive, OCI image
+    layout directory, containers/image ``dir:``) is malformed: a file it
+    must hold is absent or unreadable, a member is truncated, an index
+    file breaks its format, or two documents disagree.
+
+    Attributes:
+        source: the archive or directory being read (str).
+        member: the member or file inside it concerned, or None (str or None).
+        problem: what is wrong, without the location (str).
+    """
+
+    def __init__(self, source, member, problem):
+        where = f"{source}" + (f": {member}" if member else "")
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.member = member
+        self.problem = problem
+
+
+class UnsafePathError(ImageFormatError):
+    """An archive member name is absolute or has a ``..`` component, or a
+    link member points outside the archive (path traversal)."""
+
+
+class MissingContentError(ImageFormatError):
+    """A blob or file that the archive's documents reference is not in it."""
+
+
+class ImageNotFoundError(LayerStoreError, KeyError):
+    """No image, tag or digest in the store matches the reference given.
+
+    Attributes:
+        reference: the text that was looked up (str).
+    """
+
+    def __init__(self, reference, detail=""):
+        super().__init__(f"image {reference!r} not found in the store" + (f": {detail}" if detail else ""))
+        self.reference = reference
+
+    def __str__(self):
+        return self.args[0]
+
+
+class PlatformNotFoundError(LayerStoreError, LookupError):
+    """An image index holds no imported manifest for the platform asked for,
+    or a single-platform image is for another platform.
+
+    Attributes:
+        reference: the reference resolved (str).
+        platform: the platform asked for, ``os/arch[/variant]`` (str).
+        available: platforms that are present, as ``os/arch[/variant]`` (list of str).
+    """
+
+    def __init__(self, reference, platform, available):
+        have = ", ".join(available) if available else "none"
+        super().__init__(f"{reference}: no manifest for platform {platform} (present: {have})")
+        self.reference = reference
+        self.platform = platform
+        self.available = list(available)
