@@ -1,0 +1,423 @@
+"""One-pass layer scanner: digest, tar structure and content chunks of a layer.
+
+A layer is a tar stream (OCI image spec, layer.md, "Distributable Format").
+:class:`LayerScanner` feeds it through the C scanner (``csrc/scanner.c``),
+which in one pass computes the SHA-256 of the stream (its diff ID), parses the
+tar headers, and splits every entry's content into FastCDC chunks, hashing
+each chunk. Python sees one record per chunk and per entry, never per byte.
+
+What the scanner returns is enough to rebuild the stream byte for byte, as
+tar-split does: every byte that is not file content (header blocks, PAX and
+GNU extended headers, padding, end-of-archive blocks, trailing bytes) is kept
+verbatim in *segment bytes*, and the content is the concatenation of the
+chunks. :func:`assemble` is the inverse.
+
+Threads: with ``threads=2`` the stream digest is computed on a second thread
+while the C scanner parses, chunks and hashes chunks on the calling thread;
+both run without the GIL.
+"""
+import concurrent.futures
+import os
+import struct
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, List, Optional
+
+from . import chunking
+from ._native import ffi, lib
+from .errors import LayerStoreError, TarFormatError
+from .hashing import Sha256
+
+__all__ = [
+    "Chunk",
+    "ScanEntry",
+    "ScanBatch",
+    "LayerScanner",
+    "LayerScan",
+    "scan_layer",
+    "assemble",
+    "DEFAULT_BUFFER_SIZE",
+]
+
+#: Bytes read from the input per feed by :func:`scan_layer` (1 MiB).
+DEFAULT_BUFFER_SIZE = 1 << 20
+
+_CHUNK = struct.Struct("<QII32s")
+_ENTRY = struct.Struct("<QQQQQIiIIQII")
+assert _CHUNK.size == ffi.sizeof("ls_scan_chunk")
+assert _ENTRY.size == ffi.sizeof("ls_scan_entry")
+
+# Typeflag -> entry type (POSIX.1-2017 pax, "ustar Interchange Format"; GNU
+# 'S' is a sparse regular file; '7' is a contiguous file, read as regular).
+_TYPES = {
+    "0": "file", "\0": "file", "7": "file", "S": "file",
+    "1": "hardlink", "2": "symlink", "3": "char", "4": "block",
+    "5": "dir", "6": "fifo",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One content-defined chunk of an entry's content.
+
+    Attributes:
+        offset: stream offset of the chunk's first byte.
+        length: chunk length in bytes (1 .. max chunk size).
+        digest: SHA-256 of the chunk's bytes, 32 raw bytes.
+        entry: index of the entry it belongs to (0-based, in stream order).
+    """
+
+    offset: int
+    length: int
+    digest: bytes
+    entry: int
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """A tar entry as the scanner saw it (metadata needed to index a layer;
+    :func:`layerstore.tar.iter_entries` gives every header field).
+
+    Attributes:
+        index: 0-based position among the stream's entries.
+        name, raw_name: path (str, undecodable bytes surrogate-escaped) and
+            its raw bytes.
+        linkname: link target for symlinks and hard links, else "".
+        type: ``file``, ``dir``, ``symlink``, ``hardlink``, ``char``,
+            ``block``, ``fifo`` or ``other``; typeflag: the header byte.
+        mode: permission and set-id/sticky bits.
+        size: logical size in bytes (a sparse file's real size).
+        offset: stream offset of the entry's first header block.
+        data_offset, data_size: where its content bytes lie in the stream.
+        sparse: True when the content is stored sparse.
+        first_chunk: stream-wide index of its first chunk; its chunks are the
+            following ones whose ``entry`` is ``index``.
+    """
+
+    index: int
+    name: str
+    raw_name: bytes
+    linkname: str
+    type: str
+    typeflag: str
+    mode: int
+    size: int
+    offset: int
+    data_offset: int
+    data_size: int
+    sparse: bool
+    first_chunk: int
+
+
+@dataclass
+class ScanBatch:
+    """Output of the scanner for a stretch of the stream.
+
+    Attributes:
+        chunks: completed chunks, in stream order.
+        segments: non-content bytes of this stretch, verbatim, in stream order.
+        entries: entries whose headers completed in this stretch.
+    """
+
+    chunks: List[Chunk]
+    segments: bytes
+    entries: List[ScanEntry]
+    _source: "LayerScanner" = field(repr=False, default=None)
+
+    def chunk_data(self, chunk: Chunk) -> memoryview:
+        """The bytes of ``chunk``, zero copy when they lie in one input buffer.
+        Valid until the next :meth:`LayerScanner.feed` call."""
+        return self._source._slice(chunk.offset, chunk.length)
+
+
+_POOL = None
+_POOL_LOCK = threading.Lock()
+
+
+def _hash_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Process-wide threads for stream digests (one per CPU, at least 2):
+    a scanner keeps at most one hash job in flight, so scanners running on
+    several threads at once share it without starving each other."""
+    global _POOL
+    if _POOL is None:
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = concurrent.futures.ThreadPoolExecutor(
+                    max(2, os.cpu_count() or 1), thread_name_prefix="layerstore-hash"
+                )
+    return _POOL
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class LayerScanner:
+    """Incremental scanner of one layer tar stream (or, with ``raw=True``, of
+    any blob: no tar parsing, the whole stream chunked as one file).
+
+    ``feed(data)`` takes bytes-like buffers of any size and split, in stream
+    order, and yields :class:`ScanBatch` objects; ``finish()`` checks the
+    stream ended cleanly and returns the last batch. The digest is then in
+    :attr:`digest` (``"sha256:<hex>"``) and the total length in
+    :attr:`size`.
+
+    Fed buffers are referenced (not copied) until the chunks they hold are
+    complete, so a caller must not modify a buffer after feeding it.
+
+    Args:
+        min_size, avg_size, max_size: FastCDC parameters in bytes
+            (defaults: :mod:`layerstore.chunking`).
+        threads: 2 computes the stream digest on a second thread while the
+            C scanner works on the caller's (both without the GIL); 1 does
+            everything on the caller's thread. Default: 2 when the machine
+            has two or more CPUs.
+        raw: chunk the stream as one file instead of parsing it as a tar.
+
+    Raises:
+        ChunkingError: invalid chunking parameters.
+        TarFormatError: malformed or truncated tar (from ``feed``/``finish``),
+            naming the offset and the entry.
+    """
+
+    def __init__(
+        self,
+        min_size: int = chunking.DEFAULT_MIN_SIZE,
+        avg_size: int = chunking.DEFAULT_AVG_SIZE,
+        max_size: int = chunking.DEFAULT_MAX_SIZE,
+        threads: Optional[int] = None,
+        raw: bool = False,
+    ):
+        chunking.check_parameters(min_size, avg_size, max_size)
+        if threads is None:
+            threads = 2 if (os.cpu_count() or 1) >= 2 else 1
+        self._hasher = Sha256() if threads >= 2 else None
+        flags = (0 if self._hasher else lib.LS_SCAN_HASH_STREAM) | (lib.LS_SCAN_RAW if raw else 0)
+        ptr = lib.ls_scan_new(min_size, avg_size, max_size, flags)
+        if ptr == ffi.NULL:
+            raise MemoryError("cannot allocate a layer scanner")
+        self._s = ffi.gc(ptr, lib.ls_scan_free)
+        self._pending_hash = None
+        self._buffers = deque()  # (stream offset, memoryview) still needed
+        self._position = 0  # stream offset of the end of the last fed buffer
+        self._size_t = ffi.new("size_t *")
+        self._entries_seen = 0
+        self.digest: Optional[str] = None
+        self.size: Optional[int] = None
+
+    # -- input ----------------------------------------------------------
+    def feed(self, data) -> Iterator[ScanBatch]:
+        """Scan the next piece of the stream, yielding its batches. The
+        generator must be consumed before the next ``feed``."""
+        view = memoryview(data).cast("B")
+        if not len(view):
+            return
+        if self._hasher is not None:
+            self._wait_hash()
+            self._pending_hash = _hash_pool().submit(self._hasher.update, view)
+        self._buffers.append((self._position, view))
+        self._position += len(view)
+        done = 0
+        while done < len(view):
+            # The C buffer view is released before yielding: none is held by
+            # a suspended (or exception-held) generator frame.
+            with ffi.from_buffer(view) as cbuf:
+                rc = lib.ls_scan_feed(self._s, cbuf + done, len(view) - done, self._size_t)
+            if rc < 0:
+                self._wait_hash()
+                self._raise()
+            done += self._size_t[0]
+            yield self._drain()
+        self._release()
+
+    def _wait_hash(self):
+        if self._pending_hash is not None:
+            self._pending_hash.result()
+            self._pending_hash = None
+
+    def finish(self) -> ScanBatch:
+        """End of input: returns the last batch and sets :attr:`digest` and
+        :attr:`size`. Raises TarFormatError if the stream is truncated."""
+        self._wait_hash()
+        out = ffi.new("uint8_t[32]")
+        if lib.ls_scan_finish(self._s, out) < 0:
+            self._raise()
+        self.size = self._position
+        if self._hasher is not None:
+            self.digest = "sha256:" + self._hasher.hexdigest()
+        else:
+            self.digest = "sha256:" + bytes(ffi.buffer(out, 32)).hex()
+        return self._drain()
+
+    # -- output ---------------------------------------------------------
+    def _drain(self) -> ScanBatch:
+        s, n = self._s, self._size_t
+        p = lib.ls_scan_chunks(s, n)
+        chunks = [
+            Chunk(offset, length, digest, entry)
+            for offset, length, entry, digest in _CHUNK.iter_unpack(ffi.buffer(p, n[0] * _CHUNK.size))
+        ] if n[0] else []
+        p = lib.ls_scan_segments(s, n)
+        segments = bytes(ffi.buffer(p, n[0])) if n[0] else b""
+        p = lib.ls_scan_entries(s, n)
+        count = n[0]
+        entries = []
+        if count:
+            raw_entries = bytes(ffi.buffer(p, count * _ENTRY.size))
+            p = lib.ls_scan_names(s, n)
+            names = bytes(ffi.buffer(p, n[0]))
+            first_index = self._entries_seen
+            for i, rec in enumerate(_ENTRY.iter_unpack(raw_entries)):
+                (offset, data_offset, size, data_size, first_chunk, mode, typeflag,
+                 sparse, _reserved, name_pos, name_len, link_len) = rec
+                raw_name = names[name_pos:name_pos + name_len]
+                flag = chr(typeflag) if typeflag else "\0"
+                entries.append(ScanEntry(
+                    index=first_index + i,
+                    name=_decode(raw_name),
+                    raw_name=raw_name,
+                    linkname=_decode(names[name_pos + name_len:name_pos + name_len + link_len]),
+                    type=_TYPES.get(flag, "other"),
+                    typeflag=flag,
+                    mode=mode,
+                    size=size,
+                    offset=offset,
+                    data_offset=data_offset,
+                    data_size=data_size,
+                    sparse=bool(sparse),
+                    first_chunk=first_chunk,
+                ))
+            self._entries_seen += count
+        lib.ls_scan_drain(s)
+        return ScanBatch(chunks, segments, entries, self)
+
+    def _raise(self):
+        s = self._s
+        raise TarFormatError(
+            ffi.string(lib.ls_scan_error_message(s)).decode("utf-8", "replace"),
+            offset=lib.ls_scan_error_offset(s),
+            entry=ffi.string(lib.ls_scan_error_entry(s)).decode("utf-8", "replace") or None,
+        )
+
+    def _release(self):
+        keep_from = lib.ls_scan_retain_from(self._s)
+        bufs = self._buffers
+        while bufs and bufs[0][0] + len(bufs[0][1]) <= keep_from:
+            bufs.popleft()
+
+    def _slice(self, offset: int, length: int) -> memoryview:
+        parts = []
+        end = offset + length
+        for start, view in self._buffers:
+            stop = start + len(view)
+            if stop <= offset or start >= end:
+                continue
+            parts.append(view[max(offset, start) - start:min(end, stop) - start])
+        if len(parts) == 1:
+            return parts[0]
+        data = b"".join(parts)
+        if len(data) != length:
+            raise LayerStoreError(f"chunk at offset {offset} is no longer buffered")
+        return memoryview(data)
+
+
+@dataclass
+class LayerScan:
+    """Result of :func:`scan_layer`.
+
+    Attributes:
+        diff_id: ``"sha256:<hex>"`` of the whole stream.
+        size: stream length in bytes.
+        entries: every entry, in stream order.
+        chunks: every chunk, in stream order.
+        segments: the non-content bytes, when ``keep_segments`` was set, else
+            None; ``segments_size`` is their length either way.
+    """
+
+    diff_id: str
+    size: int
+    entries: List[ScanEntry]
+    chunks: List[Chunk]
+    segments: Optional[bytes]
+    segments_size: int
+
+
+def scan_layer(
+    fileobj,
+    *,
+    min_size: int = chunking.DEFAULT_MIN_SIZE,
+    avg_size: int = chunking.DEFAULT_AVG_SIZE,
+    max_size: int = chunking.DEFAULT_MAX_SIZE,
+    threads: Optional[int] = None,
+    keep_segments: bool = False,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    on_batch: Optional[Callable[[ScanBatch], None]] = None,
+) -> LayerScan:
+    """Scan a layer tar read from the binary file object ``fileobj``.
+
+    Reads ``buffer_size`` bytes at a time; memory stays bounded by a few
+    buffers plus the per-chunk and per-entry records (and the segment bytes
+    when ``keep_segments``). ``threads=2`` (the default when the machine has
+    two or more CPUs) hashes the stream on a second thread. ``on_batch`` is
+    called with every batch while its chunk data is still readable.
+
+    Raises:
+        TarFormatError: malformed or truncated tar, with offset and entry.
+        ChunkingError: invalid chunking parameters.
+    """
+    scanner = LayerScanner(min_size, avg_size, max_size, threads=threads)
+    entries: List[ScanEntry] = []
+    chunks: List[Chunk] = []
+    segments = [] if keep_segments else None
+    segments_size = 0
+
+    def take(batch):
+        nonlocal segments_size
+        entries.extend(batch.entries)
+        chunks.extend(batch.chunks)
+        segments_size += len(batch.segments)
+        if segments is not None:
+            segments.append(batch.segments)
+        if on_batch is not None:
+            on_batch(batch)
+
+    while True:
+        data = fileobj.read(buffer_size)
+        if not data:
+            break
+        for batch in scanner.feed(data):
+            take(batch)
+    take(scanner.finish())
+    diff_id = scanner.digest
+    return LayerScan(
+        diff_id=diff_id,
+        size=scanner.size,
+        entries=entries,
+        chunks=chunks,
+        segments=b"".join(segments) if segments is not None else None,
+        segments_size=segments_size,
+    )
+
+
+def assemble(segments: bytes, chunks: List[Chunk], read_chunk: Callable[[Chunk], bytes]) -> Iterator[bytes]:
+    """Rebuild a layer stream from its segment bytes and chunk list (the
+    inverse of scanning): yields the stream in pieces. ``read_chunk(chunk)``
+    returns a chunk's bytes. Raises LayerStoreError if the pieces do not fit
+    (a chunk before the current position or past the segments)."""
+    pos = 0
+    seg_pos = 0
+    for chunk in chunks:
+        gap = chunk.offset - pos
+        if gap < 0 or seg_pos + gap > len(segments):
+            raise LayerStoreError(f"recipe inconsistent at chunk offset {chunk.offset}")
+        if gap:
+            yield segments[seg_pos:seg_pos + gap]
+            seg_pos += gap
+        data = read_chunk(chunk)
+        if len(data) != chunk.length:
+            raise LayerStoreError(f"chunk at offset {chunk.offset} has {len(data)} bytes, expected {chunk.length}")
+        yield data
+        pos = chunk.offset + chunk.length
+    if seg_pos < len(segments):
+        yield segments[seg_pos:]
