@@ -1,0 +1,291 @@
+"""Store benchmarks: ingest, dedup, export, memory, catalog size.
+
+    python3 -m pytest bench/bench_store.py --benchmark-only
+
+Each reports MB/s in extra_info next to the oracle measured in the same run
+(hashlib.sha256 on the same bytes; zlib inflating the same gzip blob).
+Targets (issue: packed chunk store): new layer >= 250 MB/s, already-stored
+layer >= 500 MB/s, export >= 500 MB/s, gzip layer >= 1.5x zlib inflate alone,
+peak RSS of a 1 GiB layer ingest < 128 MiB above baseline, a 10-million-chunk
+catalog opens in < 1 s with O(log n) lookups.
+"""
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bench_scan import synthetic_layer
+from common import CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s
+
+from layerstore.store import Store
+
+LAYER_SIZE = int(os.environ.get("LAYERSTORE_BENCH_LAYER_MB", "128")) << 20
+
+
+@pytest.fixture(scope="module")
+def layer():
+    return synthetic_layer(LAYER_SIZE, seed=21)
+
+
+@pytest.fixture
+def store_dir():
+    d = tempfile.mkdtemp(prefix="layerstore-bench-", dir=os.environ.get("LAYERSTORE_BENCH_TMP"))
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _report(benchmark, nbytes, oracle_name, oracle_rate, **extra):
+    rate = mb_per_s(nbytes, benchmark.stats.stats.min)
+    benchmark.extra_info.update(
+        bytes=nbytes,
+        mb_per_s=round(rate, 1),
+        **{f"{oracle_name}_mb_per_s": round(oracle_rate, 1), f"ratio_to_{oracle_name}": round(rate / oracle_rate, 3)},
+        **extra,
+    )
+
+
+def test_ingest_new_layer(benchmark, layer, store_dir):
+    counter = iter(range(1000))
+
+    def setup():
+        return (Store.open(store_dir / f"s{next(counter)}"),), {}
+
+    def ingest(store):
+        store.ingest(io.BytesIO(layer))
+        store.close()
+
+    benchmark.pedantic(ingest, setup=setup, rounds=3, iterations=1)
+    _report(benchmark, len(layer), "hashlib_sha256", hashlib_mb_per_s(layer))
+
+
+def test_ingest_already_stored_layer(benchmark, layer, store_dir):
+    with Store.open(store_dir / "s") as store:
+        store.ingest(io.BytesIO(layer))
+        benchmark.pedantic(lambda: store.ingest(io.BytesIO(layer)), rounds=3, iterations=1)
+    _report(benchmark, len(layer), "hashlib_sha256", hashlib_mb_per_s(layer))
+
+
+def test_ingest_layer_with_stored_content(benchmark, layer, store_dir):
+    """Same files, different tar (new mtimes): every chunk is a dedup hit but
+    the blob itself is new."""
+    with tarfile.open(fileobj=io.BytesIO(layer)) as src:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+            for m in src.getmembers():
+                m.mtime += 1
+                dst.addfile(m, src.extractfile(m))
+    retar = out.getvalue()
+    counter = iter(range(1000))
+
+    def setup():
+        store = Store.open(store_dir / f"s{next(counter)}")
+        store.ingest(io.BytesIO(layer))
+        return (store,), {}
+
+    def ingest(store):
+        store.ingest(io.BytesIO(retar))
+        store.close()
+
+    benchmark.pedantic(ingest, setup=setup, rounds=3, iterations=1)
+    _report(benchmark, len(retar), "hashlib_sha256", hashlib_mb_per_s(retar))
+
+
+def test_export_layer(benchmark, layer, store_dir):
+    with Store.open(store_dir / "s") as store:
+        digest = store.ingest(io.BytesIO(layer)).digest
+
+        def export():
+            n = 0
+            with store.open_blob(digest) as f:
+                while True:
+                    b = f.read(1 << 20)
+                    if not b:
+                        return n
+                    n += len(b)
+
+        assert benchmark.pedantic(export, rounds=3, iterations=1) == len(layer)
+    _report(benchmark, len(layer), "hashlib_sha256", hashlib_mb_per_s(layer))
+
+
+def test_ingest_gzip_layer(benchmark, layer, store_dir):
+    blob = zlib.compressobj(6, zlib.DEFLATED, 31)
+    gz = blob.compress(layer[: 64 << 20]) + blob.flush()
+    zlib_rate = mb_per_s(len(gz), best_time(lambda: zlib.decompressobj(31).decompress(gz), repeat=3))
+    counter = iter(range(1000))
+
+    def setup():
+        return (Store.open(store_dir / f"s{next(counter)}"),), {}
+
+    def ingest(store):
+        store.ingest(io.BytesIO(gz), media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+        store.close()
+
+    benchmark.pedantic(ingest, setup=setup, rounds=3, iterations=1)
+    _report(benchmark, len(gz), "zlib_inflate", zlib_rate, note="MB/s of the compressed blob")
+
+
+def test_dedup_on_real_images(benchmark, store_dir):
+    """Logical bytes ingested vs physical bytes on disk for every blob of
+    every real image (OCI layouts) and every member of the docker-archives."""
+    images = CORPUS / "images"
+    if not images.exists():
+        pytest.skip(f"corpus not found at {images}")
+
+    def ingest_all():
+        root = store_dir / f"s{time.monotonic_ns()}"
+        logical = 0
+        layers, compressed = set(), 0
+        with Store.open(root) as store:
+            for layout in sorted(p for p in images.iterdir() if p.is_dir()):
+                for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+                    logical += blob.stat().st_size
+                    info = store.ingest(blob, expected_digest="sha256:" + blob.name)
+                    if info.diff_id:
+                        layers.add(str(info.diff_id))
+            for arc in sorted(images.glob("*.tar")):
+                with tarfile.open(arc) as tf:
+                    for m in tf.getmembers():
+                        if m.isfile():
+                            data = tf.extractfile(m).read()
+                            logical += len(data)
+                            info = store.ingest(io.BytesIO(data))
+                            if info.kind == "layer":
+                                layers.add(str(info.diff_id))
+            contents = {}
+            for d in layers:
+                with tarfile.open(fileobj=store.open_blob(d), mode="r|") as tf:
+                    for m in tf:
+                        if m.isfile():
+                            c = tf.extractfile(m).read()
+                            contents[hashlib.sha256(c).digest()] = len(c)
+            for row in store._catalog.iter_blobs():
+                if row[3] in ("gzip", "zstd"):
+                    compressed += row[1]
+        physical = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        return logical, physical, sum(contents.values()), compressed
+
+    logical, physical, distinct_contents, compressed = benchmark.pedantic(ingest_all, rounds=1, iterations=1)
+    benchmark.extra_info.update(
+        logical_bytes=logical,
+        physical_bytes=physical,
+        ratio_logical_to_physical=round(logical / physical, 2),
+        distinct_file_content_bytes=distinct_contents,
+        compressed_layer_blob_bytes_kept=compressed,
+        physical_without_kept_compressed_blobs=physical - compressed,
+    )
+
+
+_RSS_CHILD = r"""
+import io, json, resource, sys, tarfile, random
+sys.path.insert(0, sys.argv[1])
+from layerstore.store import Store
+
+class GeneratedTar(io.RawIOBase):
+    # 1 GiB tar generated on the fly: 64 files of 16 MiB, distinct content.
+    def __init__(self):
+        self.rnd = random.Random(5)
+        self.pattern = self.rnd.randbytes(1 << 20)
+        self.it = self._gen()
+        self.pending = memoryview(b"")
+    def _gen(self):
+        for i in range(64):
+            info = tarfile.TarInfo(f"f{i}")
+            info.size = 16 << 20
+            yield info.tobuf(format=tarfile.USTAR_FORMAT)
+            for k in range(16):
+                yield bytes([i, k]) + self.pattern[2:]
+        yield bytes(1024)
+    def readable(self):
+        return True
+    def readinto(self, b):
+        while not self.pending:
+            nxt = next(self.it, None)
+            if nxt is None:
+                return 0
+            self.pending = memoryview(nxt)
+        n = min(len(b), len(self.pending))
+        b[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+store = Store.open(sys.argv[2])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+info = store.ingest(io.BufferedReader(GeneratedTar(), 1 << 20))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+store.close()
+print(json.dumps({"size": info.size, "base_kib": base, "peak_kib": peak}))
+"""
+
+
+def test_ingest_1gib_layer_peak_rss(benchmark, store_dir):
+    def run():
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, str(PROJECT_ROOT / "src"), str(store_dir / f"s{time.monotonic_ns()}")],
+            check=True, capture_output=True, text=True,
+        )
+        return json.loads(out.stdout)
+
+    result = benchmark.pedantic(run, rounds=1, iterations=1)
+    above = (result["peak_kib"] - result["base_kib"]) / 1024
+    benchmark.extra_info.update(
+        layer_bytes=result["size"],
+        peak_rss_above_baseline_mib=round(above, 1),
+        mb_per_s=round(mb_per_s(result["size"], benchmark.stats.stats.min), 1),
+    )
+    assert above < 128, f"peak RSS {above:.1f} MiB above baseline"
+
+
+CATALOG_CHUNKS = int(os.environ.get("LAYERSTORE_BENCH_CATALOG_CHUNKS", str(10_000_000)))
+
+
+def test_open_and_lookup_in_large_catalog(benchmark, store_dir):
+    """A store whose catalog holds CATALOG_CHUNKS chunk rows (default 10
+    million, written directly): time to open it and to look chunks up."""
+    root = store_dir / "big"
+    Store.open(root).close()
+    con = sqlite3.connect(root / "catalog.db")
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("INSERT INTO packs(id, name) VALUES (1, ?)", ("0" * 32,))
+    rnd = random.Random(1)
+    batch = 200_000
+    sample = []
+    for start in range(0, CATALOG_CHUNKS, batch):
+        rows = [(rnd.randbytes(32), 1, i * 1000, 900, 1000, 1, 1) for i in range(start, min(start + batch, CATALOG_CHUNKS))]
+        sample.extend(r[0] for r in rows[:: max(1, batch // 200)])
+        con.executemany(
+            "INSERT OR IGNORE INTO chunks(digest, pack, offset, stored_length, length, codec, refs) VALUES (?,?,?,?,?,?,?)", rows
+        )
+        con.commit()
+    con.close()
+
+    def open_and_lookup():
+        t0 = time.perf_counter()
+        store = Store.open(root)
+        opened = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        found = store._catalog.chunk_locations(sample)
+        looked = time.perf_counter() - t0
+        store.close()
+        return opened, looked, len(found)
+
+    opened, looked, found = benchmark.pedantic(open_and_lookup, rounds=3, iterations=1)
+    assert found == len(sample)
+    benchmark.extra_info.update(
+        chunks=CATALOG_CHUNKS,
+        open_seconds=round(opened, 4),
+        lookups=len(sample),
+        lookup_microseconds_each=round(looked / len(sample) * 1e6, 2),
+        catalog_bytes=(root / "catalog.db").stat().st_size,
+    )

@@ -1,0 +1,252 @@
+"""The catalog: SQLite database of what the store holds.
+
+One file, ``catalog.db``, in WAL mode so readers never block the writer and
+several processes can share it. Every change that becomes visible to readers
+(a blob committed, a tag moved, an object removed) is one transaction; the
+pack bytes it references are made durable before the transaction commits, so
+a crash at any point leaves either the old or the new state.
+
+Tables (the schema is documented in ``docs/format.md``, "Catalog"):
+
+``meta``      key/value: format version, store codec, chunking parameters.
+``packs``     pack files known to the catalog (integer id <-> pack name).
+``chunks``    chunk digest -> location in a pack, and the number of blobs
+              whose recipe references it (``refs``). WITHOUT ROWID, keyed by
+              the 32-byte digest: a lookup is one B-tree descent, O(log n),
+              and opening the store reads nothing per chunk.
+``blobs``     every blob by digest: size, media type, kind, recipe.
+
+This module is the only one that writes SQL; callers use its methods.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS packs (
+    id    INTEGER PRIMARY KEY,
+    name  TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    digest        BLOB PRIMARY KEY,
+    pack          INTEGER NOT NULL REFERENCES packs(id),
+    offset        INTEGER NOT NULL,
+    stored_length INTEGER NOT NULL,
+    length        INTEGER NOT NULL,
+    codec         INTEGER NOT NULL,
+    refs          INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+CREATE TABLE IF NOT EXISTS blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    media_type  TEXT,
+    kind        TEXT NOT NULL,
+    diff_id     TEXT,
+    entries     INTEGER,
+    recipe      BLOB NOT NULL,
+    created     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS blobs_by_diff_id ON blobs(diff_id);
+"""
+
+#: Largest number of host parameters used in one statement.
+_BATCH = 500
+
+
+class Catalog:
+    """Connection to a store's ``catalog.db``.
+
+    One connection per thread (SQLite connections are not shared across
+    threads); :meth:`write` gives a transaction taken with ``BEGIN
+    IMMEDIATE`` so writers serialise cleanly across processes.
+
+    Raises:
+        StoreError: the database is not a layerstore catalog or has a newer
+            schema than this version understands.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._pack_ids: Dict[str, int] = {}
+        self._pack_names: Dict[int, str] = {}
+        self._lock = threading.Lock()
+        con = self._con()
+        con.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            with self.write() as cur:
+                cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"catalog {path} has schema version {row[0]}, newer than supported ({SCHEMA_VERSION})")
+
+    # -- connections ------------------------------------------------------
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            con.execute("PRAGMA foreign_keys=OFF")
+            self._local.con = con
+        return con
+
+    def close(self):
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+        con = self._con()
+        cur = con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Cursor]:
+        """A read transaction: a consistent snapshot across statements."""
+        con = self._con()
+        cur = con.cursor()
+        cur.execute("BEGIN")
+        try:
+            yield cur
+        finally:
+            cur.execute("COMMIT")
+
+    # -- meta ---------------------------------------------------------------
+    def get_meta(self, key: str) -> Optional[str]:
+        row = self._con().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta_default(self, key: str, value: str) -> str:
+        """Set ``key`` unless already set; return the stored value."""
+        with self.write() as cur:
+            cur.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            return cur.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0]
+
+    # -- packs --------------------------------------------------------------
+    def pack_id(self, cur: sqlite3.Cursor, name: str) -> int:
+        """Integer id of pack ``name``, creating the row inside ``cur``'s transaction."""
+        pid = self._pack_ids.get(name)
+        if pid is not None:
+            return pid
+        cur.execute("INSERT OR IGNORE INTO packs(name) VALUES (?)", (name,))
+        pid = cur.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()[0]
+        with self._lock:
+            self._pack_ids[name] = pid
+            self._pack_names[pid] = name
+        return pid
+
+    def pack_name(self, pid: int) -> str:
+        name = self._pack_names.get(pid)
+        if name is None:
+            row = self._con().execute("SELECT name FROM packs WHERE id = ?", (pid,)).fetchone()
+            if row is None:
+                raise StoreError(f"catalog references unknown pack id {pid}")
+            name = row[0]
+            with self._lock:
+                self._pack_names[pid] = name
+                self._pack_ids[name] = pid
+        return name
+
+    # -- chunks -------------------------------------------------------------
+    def existing_chunks(self, digests: Sequence[bytes]) -> set:
+        """The subset of ``digests`` (32-byte) already in the catalog."""
+        found = set()
+        con = self._con()
+        for i in range(0, len(digests), _BATCH):
+            part = digests[i:i + _BATCH]
+            q = "SELECT digest FROM chunks WHERE digest IN (%s)" % ",".join("?" * len(part))
+            found.update(row[0] for row in con.execute(q, part))
+        return found
+
+    def chunk_locations(self, digests: Sequence[bytes]) -> Dict[bytes, tuple]:
+        """digest -> (pack name, offset, stored_length, length, codec) for those present."""
+        out = {}
+        con = self._con()
+        for i in range(0, len(digests), _BATCH):
+            part = list(digests[i:i + _BATCH])
+            q = ("SELECT digest, pack, offset, stored_length, length, codec FROM chunks "
+                 "WHERE digest IN (%s)" % ",".join("?" * len(part)))
+            for d, pack, off, slen, length, codec in con.execute(q, part):
+                out[d] = (self.pack_name(pack), off, slen, length, codec)
+        return out
+
+    def add_chunks(self, cur: sqlite3.Cursor, rows: Iterable[tuple]):
+        """Insert (digest, pack name, offset, stored_length, length, codec)
+        rows; a digest already present keeps its existing location."""
+        cur.executemany(
+            "INSERT OR IGNORE INTO chunks(digest, pack, offset, stored_length, length, codec) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(d, self.pack_id(cur, p), o, s, n, c) for d, p, o, s, n, c in rows],
+        )
+
+    def missing_chunks(self, cur: sqlite3.Cursor, digests: Sequence[bytes]) -> List[bytes]:
+        """Digests of ``digests`` not in the catalog, inside ``cur``'s transaction."""
+        have = set()
+        for i in range(0, len(digests), _BATCH):
+            part = list(digests[i:i + _BATCH])
+            q = "SELECT digest FROM chunks WHERE digest IN (%s)" % ",".join("?" * len(part))
+            have.update(row[0] for row in cur.execute(q, part))
+        return [d for d in digests if d not in have]
+
+    def add_refs(self, cur: sqlite3.Cursor, digests: Iterable[bytes], delta: int = 1):
+        cur.executemany("UPDATE chunks SET refs = refs + ? WHERE digest = ?", [(delta, d) for d in digests])
+
+    def chunk_count(self) -> int:
+        return self._con().execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def iter_chunks(self) -> Iterator[tuple]:
+        """Every (digest, pack name, offset, stored_length, length, codec, refs)."""
+        for d, pack, off, slen, length, codec, refs in self._con().execute(
+            "SELECT digest, pack, offset, stored_length, length, codec, refs FROM chunks"
+        ):
+            yield d, self.pack_name(pack), off, slen, length, codec, refs
+
+    # -- blobs --------------------------------------------------------------
+    def get_blob(self, digest: str) -> Optional[tuple]:
+        """(digest, size, media_type, kind, diff_id, entries, recipe, created) or None."""
+        return self._con().execute(
+            "SELECT digest, size, media_type, kind, diff_id, entries, recipe, created FROM blobs WHERE digest = ?",
+            (digest,),
+        ).fetchone()
+
+    def has_blob(self, digest: str) -> bool:
+        return self._con().execute("SELECT 1 FROM blobs WHERE digest = ?", (digest,)).fetchone() is not None
+
+    def add_blob(self, cur, digest, size, media_type, kind, diff_id, entries, recipe) -> bool:
+        """Insert a blob row; False (and nothing changed) if it already exists."""
+        cur.execute(
+            "INSERT OR IGNORE INTO blobs(digest, size, media_type, kind, diff_id, entries, recipe, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (digest, size, media_type, kind, diff_id, entries, recipe, time.time()),
+        )
+        return cur.rowcount == 1
+
+    def iter_blobs(self) -> Iterator[tuple]:
+        yield from self._con().execute(
+            "SELECT digest, size, media_type, kind, diff_id, entries, recipe, created FROM blobs ORDER BY digest"
+        )

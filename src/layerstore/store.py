@@ -1,0 +1,840 @@
+"""The store: what layerstore promises to the programs that embed it.
+
+Lifecycle of a blob (the model is containerd's content store: until ingestion
+is complete, its content is not visible)::
+
+    ingest(stream)   bytes are scanned and chunked; chunks not yet stored are
+                     appended to this process's pack; nothing is visible
+    commit           the pack is flushed and fsynced, then one catalog
+                     transaction records the new chunks, the chunk reference
+                     counts and the blob with its recipe: now visible
+    open_blob(d)     the recipe is replayed: verbatim segments and chunks
+                     read from packs, each chunk checked (xxh3 of the stored
+                     bytes, SHA-256 of the plaintext), the whole blob's digest
+                     checked at the end
+
+A digest mismatch (``expected_digest``), a malformed layer or a crash before
+the commit leaves nothing visible; chunks already appended to a pack are
+unreferenced and reclaimed by repack.
+
+On disk (``docs/format.md``)::
+
+    <root>/catalog.db      SQLite catalog (catalog.py)
+    <root>/packs/          pack files and indexes (packs.py)
+    <root>/store.json      marker: format version
+
+Concurrency: a Store object may be shared by threads; several processes may
+open the same directory. Each Store object appends to packs of its own
+(exclusive lock per pack); the catalog serialises commits.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
+
+import zstandard
+from isal import igzip
+
+from . import chunking, mediatypes, recipe
+from .catalog import Catalog
+from .errors import (
+    BlobNotFoundError,
+    CompressedLayerError,
+    CorruptBlobError,
+    DigestMismatchError,
+    LayerStoreError,
+    StoreError,
+    TarFormatError,
+)
+from .digest import Digest, parse_digest
+from .hashing import Sha256
+from .manifest import Descriptor
+from .packs import CODEC_NAMES, PackLocation, PackSet
+from .recipe import ChunkRef, Recipe
+from .scan import LayerScanner, _hash_pool
+
+__all__ = ["Store", "BlobInfo", "LayerInfo", "VerifyReport", "default_store_path"]
+
+FORMAT_VERSION = 1
+_READ_SIZE = 1 << 20
+
+KIND_RAW = "raw"          # any blob: chunks tile it
+KIND_LAYER = "layer"      # uncompressed layer tar: segments + content chunks
+KIND_GZIP = "gzip"        # gzip layer blob: its bytes kept as a raw recipe, diff_id -> layer
+KIND_ZSTD = "zstd"        # zstd layer blob: as gzip
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def default_store_path() -> Path:
+    """``$LAYERSTORE_PATH``, else ``$XDG_DATA_HOME/layerstore``, else
+    ``~/.local/share/layerstore`` (XDG Base Directory Specification)."""
+    env = os.environ.get("LAYERSTORE_PATH")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "layerstore"
+
+
+_DEFAULT_MEDIA_TYPES = {
+    KIND_RAW: "application/octet-stream",
+    KIND_LAYER: mediatypes.OCI_LAYER_TAR,
+    KIND_GZIP: mediatypes.OCI_LAYER_TAR_GZIP,
+    KIND_ZSTD: mediatypes.OCI_LAYER_TAR_ZSTD,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class BlobInfo(Descriptor):
+    """A stored blob: its descriptor (``media_type``, ``digest``, ``size`` in
+    bytes; OCI image spec, descriptor.md) plus what the store knows of it.
+
+    ``kind``: ``raw`` (any blob), ``layer`` (uncompressed layer tar),
+    ``gzip`` or ``zstd`` (compressed layer blob); ``diff_id``: for layers,
+    the digest of the uncompressed tar; ``entries``: for layers, the number
+    of tar entries. ``media_type`` is the one given at ingest, else the OCI
+    layer media type matching the detected kind, else
+    ``application/octet-stream``."""
+
+    kind: str = KIND_RAW
+    diff_id: Optional[Digest] = None
+    entries: Optional[int] = None
+
+    def descriptor(self) -> Descriptor:
+        """The plain OCI descriptor (media type, digest, size)."""
+        return Descriptor(self.media_type, self.digest, self.size)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Figures for one layer (by diff ID).
+
+    ``entries``: tar entries; ``size``: logical bytes of the tar stream;
+    ``content_bytes``: bytes of file content (in chunks); ``chunks``: chunk
+    references; ``unique_chunks``: distinct chunks; ``stored_bytes``: bytes
+    in packs of its distinct chunks (after compression) plus the encoded
+    recipe; ``shared_chunks``: distinct chunks also referenced by other
+    blobs; ``shared_bytes``: their raw size."""
+
+    diff_id: str
+    entries: int
+    size: int
+    content_bytes: int
+    chunks: int
+    unique_chunks: int
+    stored_bytes: int
+    recipe_bytes: int
+    shared_chunks: int
+    shared_bytes: int
+
+
+@dataclass
+class VerifyReport:
+    """Result of :meth:`Store.verify`: ``problems`` lists one line per fault
+    (what, where); ``blobs_checked``/``chunks_checked`` count what was read."""
+
+    blobs_checked: int = 0
+    chunks_checked: int = 0
+    bytes_checked: int = 0
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class _Source:
+    """A binary input read in buffers, with a peek at its first bytes."""
+
+    def __init__(self, src):
+        self._close = None
+        if isinstance(src, (str, os.PathLike)):
+            self.f = open(src, "rb")
+            self._close = self.f
+        elif isinstance(src, (bytes, bytearray, memoryview)):
+            self.f = io.BytesIO(bytes(src))
+        else:
+            self.f = src
+        self.head = self._read_exact(512)
+
+    def _read_exact(self, n):
+        parts, got = [], 0
+        while got < n:
+            b = self.f.read(n - got)
+            if not b:
+                break
+            parts.append(b)
+            got += len(b)
+        return b"".join(parts)
+
+    def buffers(self) -> Iterator[bytes]:
+        if self.head:
+            yield self.head
+        while True:
+            b = self.f.read(_READ_SIZE)
+            if not b:
+                return
+            yield b
+
+    def close(self):
+        if self._close is not None:
+            self._close.close()
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    """True when ``head`` starts with a tar header block whose checksum is
+    right (POSIX.1-2017 pax, ustar header: chksum at 148, 8 bytes, computed
+    with the field as spaces)."""
+    if len(head) < 512 or head[:512] == bytes(512):
+        return False
+    field_ = head[148:156].split(b"\0", 1)[0].strip()
+    try:
+        want = int(field_, 8)
+    except ValueError:
+        return False
+    block = bytearray(head[:512])
+    block[148:156] = b" " * 8
+    return want == sum(block) or want == sum((b - 256 if b > 127 else b) for b in block)
+
+
+def _kind_from(media_type: Optional[str], head: bytes) -> str:
+    """How to store a blob. A layer media type (OCI image spec, layer.md;
+    Docker rootfs diff types) makes it a layer, its compression taken from
+    the content's magic number as containerd does, since tools label
+    compression inconsistently; without a media type the content decides;
+    any other media type is an ordinary blob."""
+    if media_type and mediatypes.layer_compression(media_type) is None:
+        return KIND_RAW
+    if head.startswith(_GZIP_MAGIC):
+        return KIND_GZIP
+    if head.startswith(_ZSTD_MAGIC):
+        return KIND_ZSTD
+    if media_type or _looks_like_tar(head):
+        return KIND_LAYER
+    return KIND_RAW
+
+
+@dataclass
+class _Record:
+    """A blob ready to commit."""
+
+    digest: str
+    media_type: Optional[str]
+    kind: str
+    diff_id: Optional[str]
+    entries: Optional[int]
+    recipe: Recipe
+    encoded: bytes
+    new_chunks: list
+
+
+class _Chunks:
+    """Chunks of one blob being ingested: dedup against the catalog and
+    against chunks this ingest already wrote; new ones go to this process's
+    pack."""
+
+    def __init__(self, store: "Store", shared: Optional[Dict[bytes, PackLocation]] = None):
+        self.store = store
+        # chunks written by this ingest or by earlier blobs of the same batch
+        self.new: Dict[bytes, PackLocation] = shared if shared is not None else {}
+        self.own: Dict[bytes, PackLocation] = {}
+        self.refs: List[ChunkRef] = []
+
+    def add(self, chunks, data_of):
+        """chunks: objects with offset, length, digest (32 bytes);
+        data_of(chunk) -> the chunk's bytes."""
+        if not chunks:
+            return
+        fresh = [c.digest for c in chunks if c.digest not in self.new]
+        known = self.store._catalog.existing_chunks(fresh) if fresh else set()
+        packs = self.store._packs
+        refs, new = self.refs, self.new
+        for c in chunks:
+            d = c.digest
+            refs.append(ChunkRef(c.offset, c.length, d))
+            if d not in known and d not in new:
+                new[d] = self.own[d] = packs.add(d, data_of(c))
+
+    def record(self, digest, media_type, kind, diff_id, entries, size, segments=b"") -> _Record:
+        rec = Recipe(size, self.refs, segments)
+        rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
+                for d, loc in self.own.items()]
+        return _Record(digest, media_type, kind, diff_id, entries, rec,
+                       recipe.encode(size, self.refs, segments), rows)
+
+
+class _RawBlob:
+    """Any blob: hashed and cut into content-defined chunks in one pass by
+    the C scanner in raw mode; new chunks stored."""
+
+    def __init__(self, store: "Store", shared=None):
+        self.chunks = _Chunks(store, shared)
+        self.scanner = LayerScanner(*store.chunk_params, raw=True)
+        self.size = 0
+
+    def feed(self, buf):
+        for batch in self.scanner.feed(buf):
+            self.chunks.add(batch.chunks, batch.chunk_data)
+
+    def finish(self, expected_digest) -> str:
+        batch = self.scanner.finish()
+        self.chunks.add(batch.chunks, batch.chunk_data)
+        self.size = self.scanner.size
+        digest = self.scanner.digest
+        if expected_digest is not None and digest != expected_digest:
+            raise DigestMismatchError(expected_digest, digest)
+        return digest
+
+    def record(self, digest, media_type, kind, diff_id, entries) -> _Record:
+        return self.chunks.record(digest, media_type, kind, diff_id, entries, self.size)
+
+
+class _LayerBlob:
+    """An uncompressed layer tar: scanned in one pass (scan.py), its
+    content chunks stored, its other bytes kept as recipe segments."""
+
+    def __init__(self, store: "Store", shared=None):
+        self.chunks = _Chunks(store, shared)
+        self.scanner = LayerScanner(*store.chunk_params)
+        self.segments = []
+        self.entries = 0
+
+    def _take(self, batch):
+        self.chunks.add(batch.chunks, batch.chunk_data)
+        self.segments.append(batch.segments)
+        self.entries += len(batch.entries)
+
+    def feed(self, buf):
+        for batch in self.scanner.feed(buf):
+            self._take(batch)
+
+    def finish(self, expected_digest) -> str:
+        self._take(self.scanner.finish())
+        digest = self.scanner.digest
+        if expected_digest is not None and digest != expected_digest:
+            raise DigestMismatchError(expected_digest, digest)
+        return digest
+
+    def record(self, digest, media_type) -> _Record:
+        return self.chunks.record(digest, media_type, KIND_LAYER, digest, self.entries,
+                                  self.scanner.size, b"".join(self.segments))
+
+
+class Store:
+    """A layerstore store rooted at a directory. Use :meth:`open`.
+
+    Thread-safe; usable as a context manager (closing seals this process's
+    open pack).
+    """
+
+    def __init__(self, root: Path, codec: Optional[str]):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / "store.json"
+        if marker.exists():
+            try:
+                meta = json.loads(marker.read_text())
+            except (OSError, ValueError) as exc:
+                raise StoreError(f"{marker}: unreadable store marker: {exc}") from None
+            if meta.get("format") != "layerstore" or int(meta.get("version", 0)) > FORMAT_VERSION:
+                raise StoreError(f"{self.root} is not a layerstore store of a supported version ({meta})")
+        else:
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"format": "layerstore", "version": FORMAT_VERSION}) + "\n")
+            os.replace(tmp, marker)
+        self._catalog = Catalog(str(self.root / "catalog.db"))
+        stored_codec = self._catalog.set_meta_default("codec", codec or "lz4")
+        if codec is not None and codec != stored_codec:
+            raise StoreError(f"store {self.root} uses codec {stored_codec!r}, not {codec!r}")
+        if stored_codec not in CODEC_NAMES.values():
+            raise StoreError(f"store {self.root}: unknown codec {stored_codec!r}")
+        self.codec = stored_codec
+        params = self._catalog.set_meta_default(
+            "chunking",
+            json.dumps([chunking.DEFAULT_MIN_SIZE, chunking.DEFAULT_AVG_SIZE, chunking.DEFAULT_MAX_SIZE]),
+        )
+        self.chunk_params = tuple(json.loads(params))
+        self._packs = PackSet(str(self.root / "packs"), codec=self.codec)
+        self._packs.recover()
+        self._commit_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike, None] = None, *, codec: Optional[str] = None) -> "Store":
+        """Open the store at ``path`` (default: :func:`default_store_path`),
+        creating it if needed. ``codec`` ("lz4", "zstd" or "none") is fixed
+        when the store is created; opening with another raises StoreError."""
+        return cls(Path(path) if path is not None else default_store_path(), codec)
+
+    def close(self):
+        """Seal this process's open pack and close files."""
+        self._packs.close()
+        self._catalog.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- ingest ---------------------------------------------------------------
+    def ingest(self, source, *, expected_digest: Optional[str] = None, media_type: Optional[str] = None) -> BlobInfo:
+        """Store a blob read from ``source`` (a path, a bytes-like object or a
+        binary file object, read in 1 MiB buffers) and make it visible.
+
+        Layer tars are recognised by media type or content (plain tar,
+        gzip, zstd) and stored as recipes over deduplicated file-content
+        chunks; a compressed layer also makes its uncompressed layer
+        readable by diff ID. Any other blob is stored as content-defined
+        chunks. A blob already stored (same digest) is not stored again.
+
+        Returns the blob's :class:`BlobInfo` (a Descriptor).
+
+        Raises:
+            DigestMismatchError: the bytes do not hash to ``expected_digest``
+                (nothing becomes visible).
+            TarFormatError: a blob declared a layer by ``media_type`` is not a
+                valid tar stream; CompressedLayerError: a gzip/zstd layer
+                cannot be decompressed.
+            DigestError: ``expected_digest`` is malformed or not sha256.
+        """
+        if expected_digest is not None:
+            parse_digest(expected_digest, algorithms=("sha256",))
+            if self._catalog.has_blob(expected_digest):
+                return self.stat(expected_digest)
+        return self._commit(self._prepare(source, expected_digest, media_type, None))[-1]
+
+    def batch(self) -> "Batch":
+        """A :class:`Batch`: blobs staged together and made visible in one
+        catalog transaction (or not at all)."""
+        return Batch(self)
+
+    def _prepare(self, source, expected_digest, media_type, shared) -> List[_Record]:
+        """Scan, chunk and store the chunks of a blob; return the records to
+        commit (the blob last). Nothing is visible yet."""
+        src = _Source(source)
+        try:
+            kind = _kind_from(media_type, src.head)
+            if kind == KIND_LAYER:
+                try:
+                    return [self._prepare_layer(src.buffers(), expected_digest, media_type, shared)]
+                except TarFormatError:
+                    if media_type or not _rewind(src):
+                        raise
+                    # Only the content made it look like a tar: store it as it is.
+            elif kind in (KIND_GZIP, KIND_ZSTD):
+                try:
+                    return self._prepare_compressed(src, kind, expected_digest, media_type, shared)
+                except (TarFormatError, CompressedLayerError):
+                    if media_type or not _rewind(src):
+                        raise
+                    # Compressed, but not a compressed tar: an ordinary blob.
+            return [self._prepare_raw(src.buffers(), expected_digest, media_type, shared)]
+        finally:
+            src.close()
+
+    def _prepare_raw(self, buffers, expected_digest, media_type, shared) -> _Record:
+        raw = _RawBlob(self, shared)
+        for buf in buffers:
+            raw.feed(buf)
+        digest = raw.finish(expected_digest)
+        return raw.record(digest, media_type, KIND_RAW, None, None)
+
+    def _prepare_layer(self, buffers, expected_digest, media_type, shared) -> _Record:
+        layer = _LayerBlob(self, shared)
+        for buf in buffers:
+            layer.feed(buf)
+        digest = layer.finish(expected_digest)
+        return layer.record(digest, media_type)
+
+    def _prepare_compressed(self, src, kind, expected_digest, media_type, shared) -> List[_Record]:
+        """A gzip or zstd layer. Two records are committed together: the
+        uncompressed layer under its diff ID (a recipe over deduplicated
+        file-content chunks), and the compressed blob itself, whose bytes are
+        kept as content-defined chunks so it comes back byte-exact (deflate
+        and zstd encoders differ between tools and versions, so recompressing
+        cannot be trusted to give the same bytes; see docs/design.md).
+
+        Decompression (isal for gzip, zstandard for zstd; both release the
+        GIL) and the chunking of the compressed bytes run on a second thread,
+        overlapped with the layer scan on this one.
+        """
+        shared = shared if shared is not None else {}
+        raw = _RawBlob(self, shared)
+        layer = _LayerBlob(self, shared)
+        pipe = _Decompressor(src, kind, raw.feed)
+        try:
+            for buf in pipe:
+                layer.feed(buf)
+            diff_id = layer.finish(None)
+        finally:
+            pipe.close()
+        digest = raw.finish(expected_digest)
+        return [layer.record(diff_id, None), raw.record(digest, media_type, kind, diff_id, layer.entries)]
+
+    def _commit(self, records, extra=None) -> List[BlobInfo]:
+        """Make blobs visible: flush and fsync this process's pack, then one
+        catalog transaction adds the new chunks, the blobs and their chunk
+        reference counts, then runs ``extra(cursor)`` (more rows of the same
+        change). A blob already present (stored meanwhile by another writer)
+        is left as it is."""
+        self._packs.flush(sync=True)
+        with self._catalog.write() as cur:
+            for rec in records:
+                self._catalog.add_chunks(cur, rec.new_chunks)
+            for rec in records:
+                if not self._catalog.add_blob(cur, rec.digest, rec.recipe.size, rec.media_type, rec.kind,
+                                              rec.diff_id, rec.entries, rec.encoded):
+                    continue
+                distinct = list({r.digest: None for r in rec.recipe.chunks})
+                missing = self._catalog.missing_chunks(cur, distinct)
+                if missing:
+                    raise StoreError(
+                        f"blob {rec.digest}: chunk {missing[0].hex()} and {len(missing) - 1} more "
+                        "vanished during ingest"
+                    )
+                self._catalog.add_refs(cur, distinct)
+            if extra is not None:
+                extra(cur)
+        return [self.stat(rec.digest) for rec in records]
+
+    # -- queries ----------------------------------------------------------------
+    def has(self, digest: str) -> bool:
+        """True when a blob with this digest is stored."""
+        return self._catalog.has_blob(digest)
+
+    def stat(self, digest: str) -> BlobInfo:
+        """BlobInfo of a stored blob; raises BlobNotFoundError."""
+        row = self._catalog.get_blob(digest)
+        if row is None:
+            raise BlobNotFoundError(digest)
+        d, size, media_type, kind, diff_id, entries, _recipe, _created = row
+        return _blob_info(d, size, media_type, kind, diff_id, entries)
+
+    def _recipe(self, digest: str) -> Tuple[tuple, Recipe]:
+        row = self._catalog.get_blob(digest)
+        if row is None:
+            raise BlobNotFoundError(digest)
+        rec = recipe.decode(row[6], what=f"recipe of {digest}")
+        if rec.size != row[1]:
+            raise CorruptBlobError(f"recipe of {digest}: size {rec.size} != catalog size {row[1]}")
+        return row, rec
+
+    def open_blob(self, digest: str) -> "BlobReader":
+        """A binary file object streaming the blob. Every chunk is checked
+        before its bytes are returned, and the blob's digest at the end;
+        a mismatch raises CorruptBlobError from ``read``."""
+        _row, rec = self._recipe(digest)
+        return BlobReader(self, digest, rec)
+
+    def read_blob(self, digest: str) -> bytes:
+        """The whole blob as bytes (for small blobs: configs, manifests)."""
+        with self.open_blob(digest) as f:
+            return f.read()
+
+    def layer_info(self, diff_id: str) -> LayerInfo:
+        """Figures of the layer with this diff ID (see LayerInfo)."""
+        row, rec = self._recipe(diff_id)
+        if row[3] != KIND_LAYER:
+            raise StoreError(f"{diff_id} is a {row[3]} blob, not an uncompressed layer")
+        distinct = list({r.digest: r.length for r in rec.chunks}.items())
+        locs = self._catalog.chunk_locations([d for d, _ in distinct])
+        refs = self._chunk_refs([d for d, _ in distinct])
+        stored = sum(locs[d][2] for d, _ in distinct if d in locs)
+        shared = [(d, n) for d, n in distinct if refs.get(d, 0) > 1]
+        return LayerInfo(
+            diff_id=diff_id,
+            entries=row[5] or 0,
+            size=rec.size,
+            content_bytes=sum(r.length for r in rec.chunks),
+            chunks=len(rec.chunks),
+            unique_chunks=len(distinct),
+            stored_bytes=stored + len(row[6]),
+            recipe_bytes=len(row[6]),
+            shared_chunks=len(shared),
+            shared_bytes=sum(n for _, n in shared),
+        )
+
+    def _chunk_refs(self, digests):
+        con = self._catalog._con()
+        out = {}
+        for i in range(0, len(digests), 500):
+            part = digests[i:i + 500]
+            q = "SELECT digest, refs FROM chunks WHERE digest IN (%s)" % ",".join("?" * len(part))
+            out.update(con.execute(q, part))
+        return out
+
+    def _read_chunk(self, ref: ChunkRef, loc: tuple) -> bytes:
+        pack, offset, stored_length, length, codec = loc
+        if length != ref.length:
+            raise CorruptBlobError(f"chunk {ref.digest.hex()}: catalog length {length} != recipe length {ref.length}")
+        return self._packs.read(
+            PackLocation(pack, offset, stored_length, length, codec), expected_digest=ref.digest, verify_sha256=True
+        )
+
+    # -- verify -------------------------------------------------------------------
+    def verify(self) -> VerifyReport:
+        """Re-hash everything stored: every chunk of every pack (xxh3 and
+        SHA-256), every catalog chunk location, and every blob's recipe and
+        digest. Lists each problem found; raises nothing for bad data."""
+        report = VerifyReport()
+        for problem in self._packs.verify():
+            report.problems.append(f"pack {problem.pack_id} offset {problem.offset}: {problem.what}")
+        for d, pack, off, slen, length, codec, refs in self._catalog.iter_chunks():
+            report.chunks_checked += 1
+            try:
+                self._packs.read(PackLocation(pack, off, slen, length, codec), expected_digest=d, verify_sha256=True)
+            except LayerStoreError as exc:
+                report.problems.append(f"chunk {d.hex()}: {exc}")
+        for digest, size, *_rest in list(self._catalog.iter_blobs()):
+            report.blobs_checked += 1
+            try:
+                with self.open_blob(digest) as f:
+                    while True:
+                        b = f.read(_READ_SIZE)
+                        if not b:
+                            break
+                        report.bytes_checked += len(b)
+            except LayerStoreError as exc:
+                report.problems.append(f"blob {digest}: {exc}")
+        return report
+
+
+def _rewind(src: _Source) -> bool:
+    try:
+        src.f.seek(0)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return False
+    src.head = src._read_exact(512)
+    return True
+
+
+class _TeeReader(io.RawIOBase):
+    """Reads the source's buffers and hands each to ``sink`` as it goes."""
+
+    def __init__(self, buffers, sink):
+        super().__init__()
+        self._it = iter(buffers)
+        self._sink = sink
+        self._buf = memoryview(b"")
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if not self._buf:
+            chunk = next(self._it, None)
+            if chunk is None:
+                return 0
+            self._sink(chunk)
+            self._buf = memoryview(chunk)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class _Decompressor:
+    """Iterates the decompressed stream of a gzip or zstd blob in buffers of
+    at most 1 MiB, produced on a worker thread (bounded queue) that also
+    passes every compressed buffer to ``sink``."""
+
+    _DONE = object()
+
+    def __init__(self, src: _Source, kind: str, sink):
+        self._q = queue.Queue(maxsize=4)
+        self._stop = threading.Event()
+        self._kind = kind
+        self._tee = _TeeReader(src.buffers(), sink)
+        self._thread = threading.Thread(target=self._run, name="layerstore-inflate", daemon=True)
+        self._thread.start()
+
+    def _open(self):
+        if self._kind == KIND_GZIP:
+            return igzip.IGzipFile(fileobj=self._tee, mode="rb")
+        return zstandard.ZstdDecompressor().stream_reader(self._tee, read_across_frames=True)
+
+    def _run(self):
+        try:
+            with self._open() as f:
+                while not self._stop.is_set():
+                    buf = f.read(_READ_SIZE)
+                    if not buf:
+                        break
+                    self._q.put(buf)
+            self._q.put(self._DONE)
+        except BaseException as exc:  # handed to the consumer
+            self._q.put(exc)
+
+    def __iter__(self):
+        while True:
+            item = self._q.get()
+            if item is self._DONE:
+                return
+            if isinstance(item, BaseException):
+                if isinstance(item, LayerStoreError):
+                    raise item
+                raise CompressedLayerError(f"{self._kind} layer stream is invalid: {item}") from item
+            yield item
+
+    def close(self):
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
+class Batch:
+    """Blobs staged together and made visible in one catalog transaction:
+    ``with store.batch() as b: b.ingest(...); ...; b.commit()``. Chunks
+    written by one staged blob deduplicate the next ones. Leaving the block
+    without ``commit()`` (or by an exception) discards everything staged;
+    the chunks already appended to a pack stay unreferenced until repack.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._shared: Dict[bytes, PackLocation] = {}
+        self._records: Dict[str, _Record] = {}
+        self.committed: Optional[List[BlobInfo]] = None
+
+    def has(self, digest: str) -> bool:
+        """True when the blob is stored or staged in this batch."""
+        return digest in self._records or self.store.has(digest)
+
+    def ingest(self, source, *, expected_digest: Optional[str] = None,
+               media_type: Optional[str] = None) -> BlobInfo:
+        """Stage a blob (as :meth:`Store.ingest`, same errors); returns its
+        BlobInfo, which becomes visible at :meth:`commit`."""
+        if expected_digest is not None:
+            parse_digest(expected_digest, algorithms=("sha256",))
+            if expected_digest in self._records:
+                return _info(self._records[expected_digest])
+            if self.store.has(expected_digest):
+                return self.store.stat(expected_digest)
+        records = self.store._prepare(source, expected_digest, media_type, self._shared)
+        for rec in records:
+            self._records.setdefault(rec.digest, rec)
+        return _info(records[-1])
+
+    def commit(self, extra=None) -> List[BlobInfo]:
+        """Make every staged blob visible in one transaction; ``extra(cursor)``
+        runs inside it (for rows that refer to the blobs, such as tags)."""
+        if self.committed is not None:
+            raise StoreError("batch already committed")
+        self.committed = self.store._commit(list(self._records.values()), extra)
+        return self.committed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._records.clear()
+        self._shared.clear()
+
+
+def _blob_info(digest, size, media_type, kind, diff_id, entries) -> BlobInfo:
+    return BlobInfo(
+        media_type=media_type or _DEFAULT_MEDIA_TYPES[kind],
+        digest=Digest(digest),
+        size=size,
+        kind=kind,
+        diff_id=Digest(diff_id) if diff_id else None,
+        entries=entries,
+    )
+
+
+def _info(rec: _Record) -> BlobInfo:
+    return _blob_info(rec.digest, rec.recipe.size, rec.media_type, rec.kind, rec.diff_id, rec.entries)
+
+
+class BlobReader(io.RawIOBase):
+    """Streaming, verified reader of one stored blob (see Store.open_blob).
+
+    Each chunk's plaintext is checked against its SHA-256 before its bytes
+    are returned; the digest of the whole blob, computed on a second thread
+    as the pieces go out, is checked when the end is reached.
+    """
+
+    def __init__(self, store: Store, digest: str, rec: Recipe):
+        super().__init__()
+        self._store = store
+        self._digest = digest
+        self._rec = rec
+        self._pieces = self._blocks()
+        self._buf = memoryview(b"")
+        self._hasher = Sha256()
+        self._hashing = None
+        self._done = False
+
+    def readable(self):
+        return True
+
+    def _generate(self):
+        chunks = self._rec.chunks
+        store = self._store
+        locs: Dict[bytes, tuple] = {}
+        window = 256
+        next_fetch = 0
+        i = 0
+        for seg, ref in self._rec.pieces():
+            if ref is None:
+                yield seg
+                continue
+            if i >= next_fetch:
+                want = list({c.digest for c in chunks[i:i + window]} - locs.keys())
+                locs.update(store._catalog.chunk_locations(want))
+                next_fetch = i + window
+            i += 1
+            loc = locs.get(ref.digest)
+            if loc is None:
+                raise CorruptBlobError(f"blob {self._digest}: chunk {ref.digest.hex()} at offset {ref.offset} is missing")
+            yield store._read_chunk(ref, loc)
+
+    def _blocks(self, size=_READ_SIZE):
+        """The blob in blocks of about ``size`` bytes (small pieces such as
+        tar headers are joined, so per-block costs stay per MiB)."""
+        pending, n = [], 0
+        for piece in self._generate():
+            pending.append(piece)
+            n += len(piece)
+            if n >= size:
+                yield pending[0] if len(pending) == 1 else b"".join(pending)
+                pending, n = [], 0
+        if pending:
+            yield b"".join(pending)
+
+    def _hash(self, piece):
+        if self._hashing is not None:
+            self._hashing.result()
+        self._hashing = _hash_pool().submit(self._hasher.update, piece)
+
+    def readinto(self, b) -> int:
+        while not self._buf:
+            if self._done:
+                return 0
+            try:
+                piece = next(self._pieces)
+            except StopIteration:
+                self._done = True
+                if self._hashing is not None:
+                    self._hashing.result()
+                actual = "sha256:" + self._hasher.hexdigest()
+                if actual != self._digest:
+                    raise CorruptBlobError(f"blob {self._digest}: content hashes to {actual}") from None
+                return 0
+            self._hash(piece)
+            self._buf = memoryview(piece)
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n

@@ -1,0 +1,247 @@
+"""Store: ingest and read back byte-exact, dedup, digest checks, verify.
+Oracles: hashlib (digests), the input bytes (round trip), file sizes on disk."""
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import tarfile
+
+import pytest
+
+from conftest import corpus_path
+from layerstore.errors import BlobNotFoundError, CorruptBlobError, DigestMismatchError, TarFormatError
+from layerstore.store import Store
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def make_tar(files):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_600_000_000
+            tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def pack_bytes(root):
+    return sum(p.stat().st_size for p in (root / "packs").glob("*.pack"))
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store.open(tmp_path / "store") as s:
+        yield s
+
+
+def test_raw_blob_round_trip(store):
+    rnd = random.Random(1)
+    for size in [0, 1, 100, 70_000, 1_000_000]:
+        data = rnd.randbytes(size)
+        info = store.ingest(io.BytesIO(data), media_type="application/octet-stream")
+        assert info.digest == sha(data)
+        assert info.size == size
+        assert store.has(info.digest)
+        assert store.read_blob(info.digest) == data
+
+
+def test_layer_round_trip_and_dedup(tmp_path):
+    rnd = random.Random(2)
+    shared = [(f"usr/lib/f{i}", rnd.randbytes(rnd.randrange(1, 300_000))) for i in range(20)]
+    layer1 = make_tar(shared + [("a", rnd.randbytes(50_000))])
+    layer2 = make_tar([("other/place/" + n, d) for n, d in shared] + [("b", rnd.randbytes(50_000))])
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        info1 = store.ingest(io.BytesIO(layer1))
+        assert info1.kind == "layer" and info1.digest == sha(layer1) and info1.entries == 21
+        store._packs.flush()
+        after1 = pack_bytes(root)
+        info2 = store.ingest(io.BytesIO(layer2))
+        store._packs.flush()
+        after2 = pack_bytes(root)
+        # the second layer adds only its own new file (random: incompressible)
+        assert after2 - after1 < 50_000 + 2_000
+        assert store.read_blob(info1.digest) == layer1
+        assert store.read_blob(info2.digest) == layer2
+        li = store.layer_info(info2.digest)
+        assert li.entries == 21 and li.size == len(layer2)
+        assert li.shared_bytes == sum(len(d) for _, d in shared)
+    with Store.open(root) as store:  # reopen: everything still there
+        assert store.read_blob(info2.digest) == layer2
+        assert store.verify().ok
+
+
+def test_digest_mismatch_leaves_nothing_visible(store):
+    data = b"hello" * 1000
+    with pytest.raises(DigestMismatchError):
+        store.ingest(io.BytesIO(data), expected_digest=sha(b"other"))
+    assert not store.has(sha(data))
+    assert not store.has(sha(b"other"))
+    with pytest.raises(BlobNotFoundError):
+        store.open_blob(sha(data))
+
+
+def test_declared_layer_that_is_not_tar_is_rejected(store):
+    with pytest.raises(TarFormatError):
+        store.ingest(io.BytesIO(b"x" * 2000), media_type="application/vnd.oci.image.layer.v1.tar")
+
+
+def test_undeclared_almost_tar_falls_back_to_raw(store):
+    # a valid first header, then garbage: stored as an ordinary blob
+    data = make_tar([("f", b"abc")])[:512] + b"\x01" * 5000
+    info = store.ingest(io.BytesIO(data))
+    assert info.kind == "raw"
+    assert store.read_blob(info.digest) == data
+
+
+def test_corrupt_pack_byte_is_detected(tmp_path):
+    root = tmp_path / "s"
+    data = random.Random(5).randbytes(300_000)
+    with Store.open(root, codec="none") as store:
+        digest = store.ingest(io.BytesIO(data)).digest
+    pack = next((root / "packs").glob("*.pack"))
+    raw = bytearray(pack.read_bytes())
+    pos = raw.find(data[100_000:100_064])
+    assert pos > 0
+    raw[pos] ^= 1
+    pack.write_bytes(bytes(raw))
+    with Store.open(root) as store:
+        with pytest.raises(CorruptBlobError):
+            store.read_blob(digest)
+        report = store.verify()
+        assert not report.ok
+        assert any(digest in p for p in report.problems)
+
+
+def test_corpus_tars_round_trip(store):
+    for path in sorted(corpus_path("tars").glob("*.tar")):
+        data = path.read_bytes()
+        info = store.ingest(path)
+        assert info.digest == sha(data), path.name
+        assert store.read_blob(info.digest) == data, path.name
+
+
+def test_corpus_image_blobs_round_trip(store):
+    root = corpus_path("images")
+    for layout in sorted(p for p in root.iterdir() if p.is_dir()):
+        for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+            info = store.ingest(blob, expected_digest="sha256:" + blob.name)
+            assert store.read_blob(info.digest) == blob.read_bytes()
+    assert store.verify().ok
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressed_layer_keeps_blob_and_dedups_content(tmp_path, compression):
+    import zstandard
+
+    rnd = random.Random(9)
+    tar = make_tar([(f"f{i}", rnd.randbytes(rnd.randrange(1, 200_000))) for i in range(10)])
+    blob = gzip.compress(tar, 6) if compression == "gzip" else zstandard.ZstdCompressor(level=3).compress(tar)
+    media = f"application/vnd.oci.image.layer.v1.tar+{compression}"
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        info = store.ingest(io.BytesIO(blob), media_type=media, expected_digest=sha(blob))
+        assert info.kind == compression and info.diff_id == sha(tar) and info.entries == 10
+        assert store.read_blob(info.digest) == blob
+        assert store.read_blob(info.diff_id) == tar
+        store._packs.flush()
+        before = pack_bytes(root)
+        # the same layer uncompressed: already stored, adds no pack bytes
+        assert store.ingest(io.BytesIO(tar)).digest == info.diff_id
+        store._packs.flush()
+        assert pack_bytes(root) == before
+        assert store.verify().ok
+
+
+def test_corrupt_gzip_layer_is_rejected_and_invisible(store):
+    tar = make_tar([("f", b"x" * 100_000)])
+    blob = bytearray(gzip.compress(tar))
+    blob[len(blob) // 2] ^= 0xFF
+    with pytest.raises(Exception) as exc:
+        store.ingest(io.BytesIO(bytes(blob)), media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+    from layerstore.errors import LayerStoreError
+
+    assert isinstance(exc.value, LayerStoreError)
+    assert not store.has(sha(bytes(blob)))
+    assert not store.has(sha(tar))
+
+
+def test_gzip_of_non_tar_without_media_type_is_a_plain_blob(store):
+    blob = gzip.compress(b"just some text\n" * 1000)
+    info = store.ingest(io.BytesIO(blob))
+    assert info.kind == "raw"
+    assert store.read_blob(info.digest) == blob
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+_names = st.text(alphabet="abcdefgh/._-é", min_size=1, max_size=120).filter(lambda n: n.strip("/") != "")
+_trees = st.lists(
+    st.tuples(_names, st.one_of(st.binary(max_size=3000), st.sampled_from([b"", b"A" * 70_000])),
+              st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])),
+    min_size=1, max_size=6,
+)
+
+
+def _tar_tree(files):
+    out = io.BytesIO()
+    fmt = files[0][2]
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tf:
+        for name, data, _ in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            try:
+                tf.addfile(info, io.BytesIO(data))
+            except ValueError:  # name too long for ustar: skip that entry
+                continue
+    return out.getvalue()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(trees=st.lists(_trees, min_size=1, max_size=5), order=st.randoms())
+def test_random_tar_trees_round_trip_in_one_store(tmp_path_factory, trees, order):
+    layers = [_tar_tree(t) for t in trees]
+    order.shuffle(layers)
+    with Store.open(tmp_path_factory.mktemp("hyp")) as store:
+        digests = [store.ingest(io.BytesIO(data)).digest for data in layers]
+        for digest, data in zip(digests, layers):
+            assert digest == sha(data)
+            assert store.read_blob(digest) == data
+
+
+def test_batch_is_visible_all_at_once_or_not_at_all(tmp_path):
+    rnd = random.Random(12)
+    shared = rnd.randbytes(150_000)
+    a = make_tar([("a/shared", shared), ("a/own", rnd.randbytes(1000))])
+    b = make_tar([("b/shared", shared), ("b/own", rnd.randbytes(1000))])
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        with store.batch() as batch:
+            batch.ingest(io.BytesIO(a))
+            assert batch.has(sha(a)) and not store.has(sha(a))
+            batch.ingest(io.BytesIO(b))
+        assert not store.has(sha(a)) and not store.has(sha(b))  # discarded
+        with store.batch() as batch:
+            batch.ingest(io.BytesIO(a))
+            batch.ingest(io.BytesIO(b))
+            seen = []
+            import sqlite3
+
+            def peek(cur):
+                other = sqlite3.connect(root / "catalog.db")
+                seen.append(other.execute("SELECT count(*) FROM blobs").fetchone()[0])
+                other.close()
+
+            batch.commit(extra=peek)
+        assert seen == [0]  # another connection sees nothing before COMMIT
+        assert store.read_blob(sha(a)) == a and store.read_blob(sha(b)) == b
+        # the shared file was written once within the batch
+        assert store.layer_info(sha(b)).shared_bytes == len(shared)
+        assert store.verify().ok
