@@ -10,9 +10,10 @@ machine state. Target: ratio >= 0.9 with a hardware backend.
 """
 import hashlib
 import os
-import time
 
 import pytest
+
+from common import hashlib_mb_per_s
 
 from layerstore import hashing
 from layerstore._native import ffi, lib
@@ -26,24 +27,11 @@ def buf():
     return os.urandom(SIZE)
 
 
-def _best_seconds(fn, reps):
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def _hashlib_mb_per_s(buf, reps=3):
-    return SIZE / _best_seconds(lambda: hashlib.sha256(buf).digest(), reps) / 1e6
-
-
 def test_layerstore_sha256_64mib(benchmark, buf):
     expected = hashlib.sha256(buf).digest()
-    before = _hashlib_mb_per_s(buf)
+    before = hashlib_mb_per_s(buf, repeat=3)
     result = benchmark.pedantic(lambda: hashing.Sha256(buf).digest(), rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    after = _hashlib_mb_per_s(buf)
+    after = hashlib_mb_per_s(buf, repeat=3)
     assert result == expected
     ours = SIZE / benchmark.stats.stats.min / 1e6
     ref = max(before, after)

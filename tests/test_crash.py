@@ -8,7 +8,6 @@ The child process installs the kill points by wrapping internal functions
 (test code only; the library has no crash hooks)."""
 import hashlib
 import io
-import os
 import random
 import subprocess
 import sys

@@ -3,8 +3,6 @@ Oracles: hashlib (digests), the input bytes (round trip), file sizes on disk."""
 import gzip
 import hashlib
 import io
-import json
-import os
 import random
 import tarfile
 

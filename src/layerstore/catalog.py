@@ -20,12 +20,11 @@ This module is the only one that writes SQL; callers use its methods.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 from .errors import StoreError
 

@@ -385,6 +385,11 @@ class _Document:
         """Length of the raw document in bytes."""
         return len(self.raw)
 
+    def descriptor(self, **extra) -> "Descriptor":
+        """A descriptor of this document (media type, digest and size of ``raw``);
+        ``extra`` sets the other Descriptor fields (platform, annotations, ...)."""
+        return Descriptor(self.media_type, self.digest, len(self.raw), **extra)
+
     def __eq__(self, other):
         return type(other) is type(self) and other.raw == self.raw
 
@@ -413,10 +418,6 @@ class Manifest(_Document):
     digest: Digest
     json: Dict[str, Any] = field(repr=False)
 
-    def descriptor(self, **extra) -> Descriptor:
-        """A descriptor of this manifest (media type, digest and size of ``raw``)."""
-        return Descriptor(self.media_type, self.digest, len(self.raw), **extra)
-
 
 @dataclass(frozen=True, eq=False)
 class ImageIndex(_Document):
@@ -435,9 +436,6 @@ class ImageIndex(_Document):
     raw: bytes = field(repr=False)
     digest: Digest
     json: Dict[str, Any] = field(repr=False)
-
-    def descriptor(self, **extra) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, len(self.raw), **extra)
 
     def select(self, platform: Union[Platform, str, None] = None, *, strict: bool = False) -> Optional[Descriptor]:
         """The manifest for ``platform`` (a :class:`Platform` or ``os/arch[/variant]``;
