@@ -18,16 +18,33 @@ import tarfile
 
 import pytest
 
-from common import CORPUS, hashlib_mb_per_s, mb_per_s
+from common import BENCH_DIR, CORPUS, hashlib_mb_per_s, mb_per_s
 
 from layerstore.scan import scan_layer
 
 SYNTHETIC_SIZE = 256 << 20
 
 
-def synthetic_layer(total, seed=1):
+_SIXTEEN = bytes(b"etaoinshrdlucmfw"[i % 16] for i in range(256))
+
+
+def _content(rnd, n, compressible):
+    if not compressible:
+        return rnd.randbytes(n)
+    # Distinct per file, compressible like program text: 2 KiB blocks of
+    # 16 symbols (4 bits of entropy per byte), each block written twice.
+    out = bytearray()
+    while len(out) < n:
+        block = rnd.randbytes(2048).translate(_SIXTEEN)
+        out += block + block
+    return bytes(out[:n])
+
+
+def synthetic_layer(total, seed=1, compressible=False):
     """A layer tar of ~total bytes: many small files, some medium, a few
-    large, with random (incompressible, non-duplicate) content."""
+    large, with content unique to each file (so nothing deduplicates);
+    random bytes, or with ``compressible`` text-like bytes that gzip shrinks
+    about 4x and LZ4 about 2x."""
     rnd = random.Random(seed)
     out = io.BytesIO()
     size_choices = [200, 3000, 20_000, 150_000, 1_000_000, 8_000_000]
@@ -38,7 +55,7 @@ def synthetic_layer(total, seed=1):
             info = tarfile.TarInfo(f"usr/lib/pkg{i % 97}/file{i}")
             info.size = n
             info.mtime = 1_700_000_000
-            tf.addfile(info, io.BytesIO(rnd.randbytes(n)))
+            tf.addfile(info, io.BytesIO(_content(rnd, n, compressible)))
             written += n + 512
             i += 1
     return out.getvalue()
@@ -92,8 +109,10 @@ def test_scan_real_layer(benchmark, threads):
 
 
 _RSS_CHILD = r"""
-import io, json, resource, sys
+import io, json, sys
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[-1])
+from common import peak_rss, reset_peak_rss
 from layerstore.scan import scan_layer
 
 class GeneratedTar(io.RawIOBase):
@@ -130,9 +149,9 @@ class GeneratedTar(io.RawIOBase):
         return n
 
 import layerstore.scan  # imports done before measuring the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = reset_peak_rss()
 scan = scan_layer(io.BufferedReader(GeneratedTar(), 1 << 20), threads=2)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_rss()
 print(json.dumps({"size": scan.size, "chunks": len(scan.chunks), "base_kib": base, "peak_kib": peak}))
 """
 
@@ -141,7 +160,7 @@ def test_scan_1gib_peak_rss(benchmark):
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
     def run():
-        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, src], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, src, BENCH_DIR], check=True, capture_output=True, text=True)
         return json.loads(out.stdout)
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)

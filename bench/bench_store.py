@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bench_scan import synthetic_layer
-from common import CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s
+from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s
 
 from layerstore.store import Store
 
@@ -119,9 +119,14 @@ def test_export_layer(benchmark, layer, store_dir):
     _report(benchmark, len(layer), "hashlib_sha256", hashlib_mb_per_s(layer))
 
 
-def test_ingest_gzip_layer(benchmark, layer, store_dir):
+@pytest.fixture(scope="module")
+def text_layer():
+    return synthetic_layer(LAYER_SIZE, seed=22, compressible=True)
+
+
+def test_ingest_gzip_layer(benchmark, text_layer, store_dir):
     blob = zlib.compressobj(6, zlib.DEFLATED, 31)
-    gz = blob.compress(layer[: 64 << 20]) + blob.flush()
+    gz = blob.compress(text_layer) + blob.flush()
     zlib_rate = mb_per_s(len(gz), best_time(lambda: zlib.decompressobj(31).decompress(gz), repeat=3))
     counter = iter(range(1000))
 
@@ -188,8 +193,10 @@ def test_dedup_on_real_images(benchmark, store_dir):
 
 
 _RSS_CHILD = r"""
-import io, json, resource, sys, tarfile, random
+import io, json, sys, tarfile, random
 sys.path.insert(0, sys.argv[1])
+sys.path.insert(0, sys.argv[-1])
+from common import peak_rss, reset_peak_rss
 from layerstore.store import Store
 
 class GeneratedTar(io.RawIOBase):
@@ -221,9 +228,9 @@ class GeneratedTar(io.RawIOBase):
         return n
 
 store = Store.open(sys.argv[2])
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = reset_peak_rss()
 info = store.ingest(io.BufferedReader(GeneratedTar(), 1 << 20))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_rss()
 store.close()
 print(json.dumps({"size": info.size, "base_kib": base, "peak_kib": peak}))
 """
@@ -232,7 +239,7 @@ print(json.dumps({"size": info.size, "base_kib": base, "peak_kib": peak}))
 def test_ingest_1gib_layer_peak_rss(benchmark, store_dir):
     def run():
         out = subprocess.run(
-            [sys.executable, "-c", _RSS_CHILD, str(PROJECT_ROOT / "src"), str(store_dir / f"s{time.monotonic_ns()}")],
+            [sys.executable, "-c", _RSS_CHILD, str(PROJECT_ROOT / "src"), str(store_dir / f"s{time.monotonic_ns()}"), BENCH_DIR],
             check=True, capture_output=True, text=True,
         )
         return json.loads(out.stdout)

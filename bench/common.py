@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = str(Path(__file__).resolve().parent)
 CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 
 MB = 1_000_000
@@ -28,3 +29,24 @@ def hashlib_mb_per_s(data, repeat=5):
     """hashlib.sha256 throughput on ``data`` (MB/s, best of ``repeat``)."""
     view = memoryview(data)
     return mb_per_s(len(view), best_time(lambda: hashlib.sha256(view).digest(), repeat))
+
+
+def reset_peak_rss():
+    """Reset this process's peak RSS (Linux: write 5 to /proc/self/clear_refs)
+    and return the current RSS in KiB, the baseline for :func:`peak_rss`."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_kib("VmRSS")
+
+
+def peak_rss():
+    """Peak RSS in KiB since the last :func:`reset_peak_rss` (VmHWM)."""
+    return _status_kib("VmHWM")
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")

@@ -243,3 +243,19 @@ def test_batch_is_visible_all_at_once_or_not_at_all(tmp_path):
         # the shared file was written once within the batch
         assert store.layer_info(sha(b)).shared_bytes == len(shared)
         assert store.verify().ok
+
+
+def test_failed_blob_in_a_batch_does_not_poison_the_next(tmp_path):
+    rnd = random.Random(13)
+    shared = rnd.randbytes(120_000)
+    a = make_tar([("a/shared", shared)])
+    b = make_tar([("b/shared", shared), ("b/own", b"x")])
+    with Store.open(tmp_path / "s") as store:
+        with store.batch() as batch:
+            with pytest.raises(DigestMismatchError):
+                batch.ingest(io.BytesIO(a), expected_digest=sha(b"not a"))
+            batch.ingest(io.BytesIO(b))
+            batch.commit()
+        assert not store.has(sha(a))
+        assert store.read_blob(sha(b)) == b
+        assert store.verify().ok

@@ -17,12 +17,14 @@ while the C scanner parses, chunks and hashes chunks on the calling thread;
 both run without the GIL.
 """
 import concurrent.futures
+import io
 import os
 import struct
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, Optional
+from typing import Callable, Iterator, List, NamedTuple, Optional
 
 from . import chunking
 from ._native import ffi, lib
@@ -57,8 +59,7 @@ _TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class Chunk:
+class Chunk(NamedTuple):
     """One content-defined chunk of an entry's content.
 
     Attributes:
@@ -74,8 +75,7 @@ class Chunk:
     entry: int
 
 
-@dataclass(frozen=True)
-class ScanEntry:
+class ScanEntry(NamedTuple):
     """A tar entry as the scanner saw it (metadata needed to index a layer;
     :func:`layerstore.tar.iter_entries` gives every header field).
 
@@ -110,6 +110,53 @@ class ScanEntry:
     first_chunk: int
 
 
+class ScanEntries(Sequence):
+    """The entries of one batch, decoded into :class:`ScanEntry` objects only
+    when accessed (the store needs their number, not their fields)."""
+
+    __slots__ = ("_first", "_raw", "_names", "_count")
+
+    def __init__(self, first_index: int, raw_entries: bytes, names: bytes):
+        self._first = first_index
+        self._raw = raw_entries
+        self._names = names
+        self._count = len(raw_entries) // _ENTRY.size
+
+    def __len__(self):
+        return self._count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._count))]
+        if i < 0:
+            i += self._count
+        if not 0 <= i < self._count:
+            raise IndexError(i)
+        (offset, data_offset, size, data_size, first_chunk, mode, typeflag,
+         sparse, _reserved, name_pos, name_len, link_len) = _ENTRY.unpack_from(self._raw, i * _ENTRY.size)
+        names = self._names
+        raw_name = names[name_pos:name_pos + name_len]
+        flag = chr(typeflag) if typeflag else "\0"
+        return ScanEntry(
+            self._first + i,
+            raw_name.decode("utf-8", "surrogateescape"),
+            raw_name,
+            names[name_pos + name_len:name_pos + name_len + link_len].decode("utf-8", "surrogateescape"),
+            _TYPES.get(flag, "other"),
+            flag,
+            mode,
+            size,
+            offset,
+            data_offset,
+            data_size,
+            bool(sparse),
+            first_chunk,
+        )
+
+
+_NO_ENTRIES = ScanEntries(0, b"", b"")
+
+
 @dataclass
 class ScanBatch:
     """Output of the scanner for a stretch of the stream.
@@ -117,12 +164,13 @@ class ScanBatch:
     Attributes:
         chunks: completed chunks, in stream order.
         segments: non-content bytes of this stretch, verbatim, in stream order.
-        entries: entries whose headers completed in this stretch.
+        entries: entries whose headers completed in this stretch (a
+            sequence of :class:`ScanEntry`, decoded on access).
     """
 
     chunks: List[Chunk]
     segments: bytes
-    entries: List[ScanEntry]
+    entries: "ScanEntries"
     _source: "LayerScanner" = field(repr=False, default=None)
 
     def chunk_data(self, chunk: Chunk) -> memoryview:
@@ -147,10 +195,6 @@ def _hash_pool() -> concurrent.futures.ThreadPoolExecutor:
                     max(2, os.cpu_count() or 1), thread_name_prefix="layerstore-hash"
                 )
     return _POOL
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 class LayerScanner:
@@ -254,41 +298,22 @@ class LayerScanner:
     def _drain(self) -> ScanBatch:
         s, n = self._s, self._size_t
         p = lib.ls_scan_chunks(s, n)
+        new_chunk = tuple.__new__
         chunks = [
-            Chunk(offset, length, digest, entry)
+            new_chunk(Chunk, (offset, length, digest, entry))
             for offset, length, entry, digest in _CHUNK.iter_unpack(ffi.buffer(p, n[0] * _CHUNK.size))
         ] if n[0] else []
         p = lib.ls_scan_segments(s, n)
         segments = bytes(ffi.buffer(p, n[0])) if n[0] else b""
         p = lib.ls_scan_entries(s, n)
         count = n[0]
-        entries = []
         if count:
             raw_entries = bytes(ffi.buffer(p, count * _ENTRY.size))
             p = lib.ls_scan_names(s, n)
-            names = bytes(ffi.buffer(p, n[0]))
-            first_index = self._entries_seen
-            for i, rec in enumerate(_ENTRY.iter_unpack(raw_entries)):
-                (offset, data_offset, size, data_size, first_chunk, mode, typeflag,
-                 sparse, _reserved, name_pos, name_len, link_len) = rec
-                raw_name = names[name_pos:name_pos + name_len]
-                flag = chr(typeflag) if typeflag else "\0"
-                entries.append(ScanEntry(
-                    index=first_index + i,
-                    name=_decode(raw_name),
-                    raw_name=raw_name,
-                    linkname=_decode(names[name_pos + name_len:name_pos + name_len + link_len]),
-                    type=_TYPES.get(flag, "other"),
-                    typeflag=flag,
-                    mode=mode,
-                    size=size,
-                    offset=offset,
-                    data_offset=data_offset,
-                    data_size=data_size,
-                    sparse=bool(sparse),
-                    first_chunk=first_chunk,
-                ))
+            entries = ScanEntries(self._entries_seen, raw_entries, bytes(ffi.buffer(p, n[0])))
             self._entries_seen += count
+        else:
+            entries = _NO_ENTRIES
         lib.ls_scan_drain(s)
         return ScanBatch(chunks, segments, entries, self)
 
@@ -374,7 +399,8 @@ def scan_layer(
 
     def take(batch):
         nonlocal segments_size
-        entries.extend(batch.entries)
+        if len(batch.entries):
+            entries.append(batch.entries)
         chunks.extend(batch.chunks)
         segments_size += len(batch.segments)
         if segments is not None:
@@ -382,10 +408,7 @@ def scan_layer(
         if on_batch is not None:
             on_batch(batch)
 
-    while True:
-        data = fileobj.read(buffer_size)
-        if not data:
-            break
+    for data in _buffers(fileobj, buffer_size):
         for batch in scanner.feed(data):
             take(batch)
     take(scanner.finish())
@@ -393,11 +416,29 @@ def scan_layer(
     return LayerScan(
         diff_id=diff_id,
         size=scanner.size,
-        entries=entries,
+        entries=[e for part in entries for e in part],
         chunks=chunks,
         segments=b"".join(segments) if segments is not None else None,
         segments_size=segments_size,
     )
+
+
+def _buffers(fileobj, size):
+    """Read ``fileobj`` in pieces of ``size`` bytes; an ``io.BytesIO`` is
+    sliced in place rather than copied (its buffer is exported meanwhile)."""
+    if isinstance(fileobj, io.BytesIO):
+        with fileobj.getbuffer() as view:
+            start = fileobj.tell()
+            for pos in range(start, len(view), size):
+                piece = view[pos:pos + size]
+                yield piece
+                fileobj.seek(pos + len(piece))
+        return
+    while True:
+        data = fileobj.read(size)
+        if not data:
+            return
+        yield data
 
 
 def assemble(segments: bytes, chunks: List[Chunk], read_chunk: Callable[[Chunk], bytes]) -> Iterator[bytes]:

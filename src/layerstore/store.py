@@ -34,6 +34,8 @@ import json
 import os
 import queue
 import threading
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
@@ -54,6 +56,7 @@ from .errors import (
 )
 from .digest import Digest, parse_digest
 from .hashing import Sha256
+from .images import ImagesMixin
 from .manifest import Descriptor
 from .packs import CODEC_NAMES, PackLocation, PackSet
 from .recipe import ChunkRef, Recipe
@@ -237,37 +240,80 @@ class _Record:
 
 class _Chunks:
     """Chunks of one blob being ingested: dedup against the catalog and
-    against chunks this ingest already wrote; new ones go to this process's
-    pack."""
+    against chunks this ingest (or its batch) already wrote. New chunks are
+    compressed and appended to this process's pack on worker threads, so the
+    scan of the next buffer overlaps them; at most ``_IN_FLIGHT`` are
+    pending at once."""
 
-    def __init__(self, store: "Store", shared: Optional[Dict[bytes, PackLocation]] = None):
+    _IN_FLIGHT = 64
+
+    def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None):
         self.store = store
-        # chunks written by this ingest or by earlier blobs of the same batch
-        self.new: Dict[bytes, PackLocation] = shared if shared is not None else {}
-        self.own: Dict[bytes, PackLocation] = {}
+        # digest -> PackLocation or a Future of one: chunks written by this
+        # ingest or by earlier blobs of the same batch
+        self.new: Dict[bytes, object] = shared if shared is not None else {}
+        self.own: Dict[bytes, object] = {}
         self.refs: List[ChunkRef] = []
+        self._pending: deque = deque()
 
     def add(self, chunks, data_of):
         """chunks: objects with offset, length, digest (32 bytes);
-        data_of(chunk) -> the chunk's bytes."""
+        data_of(chunk) -> the chunk's bytes (they must stay unchanged until
+        :meth:`record`)."""
         if not chunks:
             return
         fresh = [c.digest for c in chunks if c.digest not in self.new]
         known = self.store._catalog.existing_chunks(fresh) if fresh else set()
-        packs = self.store._packs
-        refs, new = self.refs, self.new
+        add = self.store._packs.add
+        pool = _hash_pool()
+        refs, new, pending = self.refs, self.new, self._pending
         for c in chunks:
             d = c.digest
             refs.append(ChunkRef(c.offset, c.length, d))
             if d not in known and d not in new:
-                new[d] = self.own[d] = packs.add(d, data_of(c))
+                fut = pool.submit(add, d, data_of(c))
+                new[d] = self.own[d] = fut
+                pending.append(fut)
+                if len(pending) > self._IN_FLIGHT:
+                    pending.popleft().result()
+
+    def locations(self) -> Dict[bytes, PackLocation]:
+        """Wait for the pending writes; digest -> PackLocation of the chunks
+        this blob wrote. Raises what a write raised."""
+        out = {}
+        for d, loc in self.own.items():
+            if not isinstance(loc, PackLocation):
+                loc = loc.result()
+            out[d] = loc
+        self._pending.clear()
+        return out
 
     def record(self, digest, media_type, kind, diff_id, entries, size, segments=b"") -> _Record:
         rec = Recipe(size, self.refs, segments)
         rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
-                for d, loc in self.own.items()]
+                for d, loc in self.locations().items()]
         return _Record(digest, media_type, kind, diff_id, entries, rec,
                        recipe.encode(size, self.refs, segments), rows)
+
+    def abandon(self):
+        """After an error: wait for pending writes (no worker may still read
+        the input buffers) and forget this blob's chunks, so later blobs of a
+        batch do not reference them. They stay unreferenced in the pack."""
+        for fut in self._pending:
+            fut.exception()
+        self._pending.clear()
+        for d in self.own:
+            self.new.pop(d, None)
+        self.own.clear()
+
+
+@contextmanager
+def _abandon_on_error(blob):
+    try:
+        yield
+    except BaseException:
+        blob.chunks.abandon()
+        raise
 
 
 class _RawBlob:
@@ -327,7 +373,7 @@ class _LayerBlob:
                                   self.scanner.size, b"".join(self.segments))
 
 
-class Store:
+class Store(ImagesMixin):
     """A layerstore store rooted at a directory. Use :meth:`open`.
 
     Thread-safe; usable as a context manager (closing seals this process's
@@ -441,17 +487,19 @@ class Store:
 
     def _prepare_raw(self, buffers, expected_digest, media_type, shared) -> _Record:
         raw = _RawBlob(self, shared)
-        for buf in buffers:
-            raw.feed(buf)
-        digest = raw.finish(expected_digest)
-        return raw.record(digest, media_type, KIND_RAW, None, None)
+        with _abandon_on_error(raw):
+            for buf in buffers:
+                raw.feed(buf)
+            digest = raw.finish(expected_digest)
+            return raw.record(digest, media_type, KIND_RAW, None, None)
 
     def _prepare_layer(self, buffers, expected_digest, media_type, shared) -> _Record:
         layer = _LayerBlob(self, shared)
-        for buf in buffers:
-            layer.feed(buf)
-        digest = layer.finish(expected_digest)
-        return layer.record(digest, media_type)
+        with _abandon_on_error(layer):
+            for buf in buffers:
+                layer.feed(buf)
+            digest = layer.finish(expected_digest)
+            return layer.record(digest, media_type)
 
     def _prepare_compressed(self, src, kind, expected_digest, media_type, shared) -> List[_Record]:
         """A gzip or zstd layer. Two records are committed together: the
@@ -468,15 +516,16 @@ class Store:
         shared = shared if shared is not None else {}
         raw = _RawBlob(self, shared)
         layer = _LayerBlob(self, shared)
-        pipe = _Decompressor(src, kind, raw.feed)
-        try:
-            for buf in pipe:
-                layer.feed(buf)
-            diff_id = layer.finish(None)
-        finally:
-            pipe.close()
-        digest = raw.finish(expected_digest)
-        return [layer.record(diff_id, None), raw.record(digest, media_type, kind, diff_id, layer.entries)]
+        with _abandon_on_error(raw), _abandon_on_error(layer):
+            pipe = _Decompressor(src, kind, raw.feed)
+            try:
+                for buf in pipe:
+                    layer.feed(buf)
+                diff_id = layer.finish(None)
+            finally:
+                pipe.close()
+            digest = raw.finish(expected_digest)
+            return [layer.record(diff_id, None), raw.record(digest, media_type, kind, diff_id, layer.entries)]
 
     def _commit(self, records, extra=None) -> List[BlobInfo]:
         """Make blobs visible: flush and fsync this process's pack, then one
@@ -711,6 +760,12 @@ class Batch:
         """True when the blob is stored or staged in this batch."""
         return digest in self._records or self.store.has(digest)
 
+    def stat(self, digest: str) -> BlobInfo:
+        """BlobInfo of a blob staged in this batch or stored; raises
+        BlobNotFoundError."""
+        rec = self._records.get(digest)
+        return _info(rec) if rec is not None else self.store.stat(digest)
+
     def ingest(self, source, *, expected_digest: Optional[str] = None,
                media_type: Optional[str] = None) -> BlobInfo:
         """Stage a blob (as :meth:`Store.ingest`, same errors); returns its
@@ -740,6 +795,10 @@ class Batch:
     def __exit__(self, *exc):
         self._records.clear()
         self._shared.clear()
+
+
+def _resolve(item):
+    return item if isinstance(item, bytes) else item.result()
 
 
 def _blob_info(digest, size, media_type, kind, diff_id, entries) -> BlobInfo:
@@ -779,26 +838,43 @@ class BlobReader(io.RawIOBase):
     def readable(self):
         return True
 
+    _READ_AHEAD = 16
+
     def _generate(self):
+        """The blob's pieces in order: segment bytes, and chunk plaintexts read
+        and verified on worker threads up to ``_READ_AHEAD`` chunks ahead."""
         chunks = self._rec.chunks
         store = self._store
+        pool = _hash_pool()
         locs: Dict[bytes, tuple] = {}
         window = 256
         next_fetch = 0
         i = 0
-        for seg, ref in self._rec.pieces():
-            if ref is None:
-                yield seg
-                continue
-            if i >= next_fetch:
-                want = list({c.digest for c in chunks[i:i + window]} - locs.keys())
-                locs.update(store._catalog.chunk_locations(want))
-                next_fetch = i + window
-            i += 1
-            loc = locs.get(ref.digest)
-            if loc is None:
-                raise CorruptBlobError(f"blob {self._digest}: chunk {ref.digest.hex()} at offset {ref.offset} is missing")
-            yield store._read_chunk(ref, loc)
+        ahead: deque = deque()  # bytes, or futures of chunk bytes, in blob order
+        try:
+            for seg, ref in self._rec.pieces():
+                if ref is None:
+                    ahead.append(seg)
+                else:
+                    if i >= next_fetch:
+                        want = list({c.digest for c in chunks[i:i + window]} - locs.keys())
+                        locs.update(store._catalog.chunk_locations(want))
+                        next_fetch = i + window
+                    i += 1
+                    loc = locs.get(ref.digest)
+                    if loc is None:
+                        raise CorruptBlobError(
+                            f"blob {self._digest}: chunk {ref.digest.hex()} at offset {ref.offset} is missing"
+                        )
+                    ahead.append(pool.submit(store._read_chunk, ref, loc))
+                while len(ahead) > self._READ_AHEAD or (ahead and isinstance(ahead[0], bytes)):
+                    yield _resolve(ahead.popleft())
+            while ahead:
+                yield _resolve(ahead.popleft())
+        finally:
+            for item in ahead:
+                if not isinstance(item, bytes):
+                    item.cancel()
 
     def _blocks(self, size=_READ_SIZE):
         """The blob in blocks of about ``size`` bytes (small pieces such as
