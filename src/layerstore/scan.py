@@ -17,7 +17,6 @@ while the C scanner parses, chunks and hashes chunks on the calling thread;
 both run without the GIL.
 """
 import concurrent.futures
-import io
 import os
 import struct
 import threading
@@ -408,7 +407,10 @@ def scan_layer(
         if on_batch is not None:
             on_batch(batch)
 
-    for data in _buffers(fileobj, buffer_size):
+    while True:
+        data = fileobj.read(buffer_size)
+        if not data:
+            break
         for batch in scanner.feed(data):
             take(batch)
     take(scanner.finish())
@@ -421,24 +423,6 @@ def scan_layer(
         segments=b"".join(segments) if segments is not None else None,
         segments_size=segments_size,
     )
-
-
-def _buffers(fileobj, size):
-    """Read ``fileobj`` in pieces of ``size`` bytes; an ``io.BytesIO`` is
-    sliced in place rather than copied (its buffer is exported meanwhile)."""
-    if isinstance(fileobj, io.BytesIO):
-        with fileobj.getbuffer() as view:
-            start = fileobj.tell()
-            for pos in range(start, len(view), size):
-                piece = view[pos:pos + size]
-                yield piece
-                fileobj.seek(pos + len(piece))
-        return
-    while True:
-        data = fileobj.read(size)
-        if not data:
-            return
-        yield data
 
 
 def assemble(segments: bytes, chunks: List[Chunk], read_chunk: Callable[[Chunk], bytes]) -> Iterator[bytes]:
