@@ -32,7 +32,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import queue
 import threading
 from collections import deque
 from contextlib import contextmanager
@@ -40,8 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-import zstandard
-from isal import igzip
 
 from . import chunking, mediatypes, recipe
 from .catalog import Catalog
@@ -60,6 +57,7 @@ from .images import ImagesMixin
 from .manifest import Descriptor
 from .packs import CODEC_NAMES, PackLocation, PackSet
 from .recipe import ChunkRef, Recipe
+from .decompress import Decompressor
 from .scan import LayerScanner, _hash_pool
 
 __all__ = ["Store", "BlobInfo", "LayerInfo", "VerifyReport", "default_store_path"]
@@ -517,7 +515,7 @@ class Store(ImagesMixin):
         raw = _RawBlob(self, shared)
         layer = _LayerBlob(self, shared)
         with _abandon_on_error(raw), _abandon_on_error(layer):
-            pipe = _Decompressor(src, kind, raw.feed)
+            pipe = Decompressor(src.buffers(), kind, raw.feed)
             try:
                 for buf in pipe:
                     layer.feed(buf)
@@ -662,84 +660,6 @@ def _rewind(src: _Source) -> bool:
         return False
     src.head = src._read_exact(512)
     return True
-
-
-class _TeeReader(io.RawIOBase):
-    """Reads the source's buffers and hands each to ``sink`` as it goes."""
-
-    def __init__(self, buffers, sink):
-        super().__init__()
-        self._it = iter(buffers)
-        self._sink = sink
-        self._buf = memoryview(b"")
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        if not self._buf:
-            chunk = next(self._it, None)
-            if chunk is None:
-                return 0
-            self._sink(chunk)
-            self._buf = memoryview(chunk)
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-
-class _Decompressor:
-    """Iterates the decompressed stream of a gzip or zstd blob in buffers of
-    at most 1 MiB, produced on a worker thread (bounded queue) that also
-    passes every compressed buffer to ``sink``."""
-
-    _DONE = object()
-
-    def __init__(self, src: _Source, kind: str, sink):
-        self._q = queue.Queue(maxsize=4)
-        self._stop = threading.Event()
-        self._kind = kind
-        self._tee = _TeeReader(src.buffers(), sink)
-        self._thread = threading.Thread(target=self._run, name="layerstore-inflate", daemon=True)
-        self._thread.start()
-
-    def _open(self):
-        if self._kind == KIND_GZIP:
-            return igzip.IGzipFile(fileobj=self._tee, mode="rb")
-        return zstandard.ZstdDecompressor().stream_reader(self._tee, read_across_frames=True)
-
-    def _run(self):
-        try:
-            with self._open() as f:
-                while not self._stop.is_set():
-                    buf = f.read(_READ_SIZE)
-                    if not buf:
-                        break
-                    self._q.put(buf)
-            self._q.put(self._DONE)
-        except BaseException as exc:  # handed to the consumer
-            self._q.put(exc)
-
-    def __iter__(self):
-        while True:
-            item = self._q.get()
-            if item is self._DONE:
-                return
-            if isinstance(item, BaseException):
-                if isinstance(item, LayerStoreError):
-                    raise item
-                raise CompressedLayerError(f"{self._kind} layer stream is invalid: {item}") from item
-            yield item
-
-    def close(self):
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
 
 
 class Batch:
