@@ -733,3 +733,24 @@ def test_oci_destination_must_be_new_or_empty(store, tmp_path):
         (img,) = other.load(empty)
     assert img.config_digest == ARM64_CONFIG and img.references == (f"{REPO}:1.0-arm64",)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".layerstore")] == []
+
+
+def test_save_destination_errors_and_file_mode(store, tmp_path):
+    import stat as stat_mod
+
+    from layerstore.errors import ImageFormatError
+
+    store.load(corpus_path("images", "small-arm64.podman.docker-archive.tar"))
+    ref = "localhost/corpus/small:1.0-arm64"
+    with pytest.raises(ImageFormatError, match="does not exist"):
+        store.save(ref, tmp_path / "missing" / "x.tar", format="oci-archive")
+    with pytest.raises(ImageFormatError, match="unknown format"):
+        store.save(ref, tmp_path / "x.tar", format="tarball")
+    out = tmp_path / "x.tar"
+    old = os.umask(0o022)
+    try:
+        store.save(ref, out, format="docker-archive")
+    finally:
+        os.umask(old)
+    assert stat_mod.S_IMODE(out.stat().st_mode) == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".layerstore-save-")]

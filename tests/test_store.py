@@ -259,3 +259,20 @@ def test_failed_blob_in_a_batch_does_not_poison_the_next(tmp_path):
         assert not store.has(sha(a))
         assert store.read_blob(sha(b)) == b
         assert store.verify().ok
+
+
+def test_open_refuses_what_is_not_a_store(tmp_path):
+    from layerstore.errors import DigestError, StoreError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError):
+        Store.open(tmp_path / "file")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError):
+        Store.open(tmp_path / "home")
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["notes.txt"]
+    with Store.open(tmp_path / "s") as store:
+        assert "s" in repr(store)
+        with pytest.raises(DigestError):
+            store.read_blob("nope")

@@ -1001,7 +1001,17 @@ class _TarOutput:
         self.path = Path(path)
         if self.path.is_dir():
             raise ImageFormatError(str(path), None, "destination is a directory")
-        fd, self._tmp = tempfile.mkstemp(prefix=".layerstore-save-", dir=str(self.path.parent) or ".")
+        parent = self.path.parent
+        if not parent.is_dir():
+            raise ImageFormatError(str(path), None, f"directory {parent} does not exist")
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix=".layerstore-save-", dir=str(parent))
+        except OSError as exc:
+            raise ImageFormatError(str(path), None, f"cannot write in {parent}: {exc.strerror}") from None
+        # mkstemp makes the file 0600; an archive is an ordinary file (0666 & ~umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         self._f = os.fdopen(fd, "wb")
         self._tar = tarfile.open(fileobj=self._f, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_SIZE)
         self._dirs = set()
@@ -1155,9 +1165,9 @@ def write_images(store, images: Sequence[ExportImage], path: Union[str, os.PathL
     Raises ImageFormatError (bad destination, or an image a docker-archive
     cannot hold), BlobNotFoundError / CorruptBlobError from the store."""
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
+        raise ImageFormatError(str(path), None, f"unknown export format {fmt!r}; expected one of {', '.join(EXPORT_FORMATS)}")
     if not images:
-        raise ValueError("nothing to save: no image given")
+        raise ImageFormatError(str(path), None, "nothing to save: no image given")
     blobs: Dict[str, Descriptor] = {}
     items = []
     for img in images:

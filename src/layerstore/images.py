@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from . import formats
 from . import mediatypes as mt
 from .digest import Digest, DigestError, parse_digest
-from .errors import (ImageNotFoundError, InvalidDocumentError, PlatformNotFoundError,
+from .errors import (ImageFormatError, ImageNotFoundError, InvalidDocumentError, PlatformNotFoundError,
                      ReferenceError)
 from .formats import (ALREADY_EXISTS, STORED, ExportImage, LayerStatus, LoadedImage)
 from .manifest import (Descriptor, ImageConfig, ImageIndex, Manifest, Platform, host_platform,
@@ -312,7 +312,9 @@ class ImagesMixin:
         """Write images to ``path`` as ``format``: ``"docker-archive"``,
         ``"oci-archive"`` (tar files) or ``"oci"`` (an OCI image layout
         directory, which must not exist or be empty); formats.py describes
-        what each holds. The output appears complete or not at all.
+        what each holds. The output appears complete or not at all; an
+        existing archive file at ``path`` is replaced, as ``docker save -o``
+        does.
 
         ``references``: one reference or a list (tags, digests, image IDs);
         a tag is written as the image's name, a digest gives an unnamed
@@ -326,7 +328,8 @@ class ImagesMixin:
         if isinstance(references, (str, Reference)):
             references = [references]
         if format not in formats.EXPORT_FORMATS:
-            raise ValueError(f"unknown format {format!r}; expected one of {', '.join(formats.EXPORT_FORMATS)}")
+            raise ImageFormatError(str(path), None,
+                                   f"unknown format {format!r}; expected one of {', '.join(formats.EXPORT_FORMATS)}")
         groups: Dict[str, list] = {}
         for r in references:
             top, ref = self._lookup(r)

@@ -372,7 +372,8 @@ class _LayerBlob:
 
 
 class Store(ImagesMixin):
-    """A layerstore store rooted at a directory. Use :meth:`open`.
+    """A layerstore store rooted at a directory (``root``, a Path). Use
+    :meth:`open`, not the constructor.
 
     Thread-safe; usable as a context manager (closing seals this process's
     open pack).
@@ -380,8 +381,18 @@ class Store(ImagesMixin):
 
     def __init__(self, root: Path, codec: Optional[str]):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} is not a directory")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store directory {self.root}: {exc.strerror}") from None
         marker = self.root / "store.json"
+        if not marker.exists() and any(self.root.iterdir()):
+            raise StoreError(
+                f"{self.root} is not a layerstore store (no store.json) and is not empty; "
+                "refusing to create a store there"
+            )
         if marker.exists():
             try:
                 meta = json.loads(marker.read_text())
@@ -415,6 +426,9 @@ class Store(ImagesMixin):
         creating it if needed. ``codec`` ("lz4", "zstd" or "none") is fixed
         when the store is created; opening with another raises StoreError."""
         return cls(Path(path) if path is not None else default_store_path(), codec)
+
+    def __repr__(self):
+        return f"<layerstore.Store at {str(self.root)!r}>"
 
     def close(self):
         """Seal this process's open pack and close files."""
@@ -557,7 +571,9 @@ class Store(ImagesMixin):
         return self._catalog.has_blob(digest)
 
     def stat(self, digest: str) -> BlobInfo:
-        """BlobInfo of a stored blob; raises BlobNotFoundError."""
+        """BlobInfo of a stored blob; raises BlobNotFoundError, or DigestError
+        when ``digest`` is not a digest."""
+        parse_digest(digest)
         row = self._catalog.get_blob(digest)
         if row is None:
             raise BlobNotFoundError(digest)
@@ -565,6 +581,7 @@ class Store(ImagesMixin):
         return _blob_info(d, size, media_type, kind, diff_id, entries)
 
     def _recipe(self, digest: str) -> Tuple[tuple, Recipe]:
+        parse_digest(digest)
         row = self._catalog.get_blob(digest)
         if row is None:
             raise BlobNotFoundError(digest)
