@@ -23,6 +23,7 @@ struct ls_scanner {
     ls_cdc cdc;
     int hash_stream;
     int raw;
+    int trailing;             /* chunking the bytes after the end-of-archive marker */
     ls_sha256_ctx stream;
 
     /* chunk in progress */
@@ -134,7 +135,7 @@ static int emit_chunk(ls_scanner *s)
     ls_scan_chunk c;
     c.offset = s->chunk_offset;
     c.length = (uint32_t)s->chunk_len; /* <= max_size <= 64 MiB */
-    c.entry = (uint32_t)(s->entry_index - 1);
+    c.entry = s->trailing ? LS_SCAN_TRAILING_ENTRY : (uint32_t)(s->entry_index - 1);
     ls_sha256_final(&s->chunk, c.digest);
     if (buf_append(&s->chunks, &c, sizeof c) < 0)
         return -1;
@@ -233,6 +234,27 @@ static int on_event(ls_scanner *s, const ls_tar_event *ev)
             return -1;
         }
         return 0;
+    case LS_TAR_EV_TRAILING:
+        /* Bytes after the end of the archive can be of any size (record
+         * padding, or anything at all): chunk them like content so that
+         * memory never grows with them, instead of keeping them verbatim. */
+        if (!s->trailing) {
+            if (s->in_entry) {
+                set_error(s, "trailing bytes inside an entry", ev->offset, "");
+                return -1;
+            }
+            s->trailing = 1;
+            s->in_entry = 1;
+            s->entry_data_left = UINT64_MAX;
+            ls_cdc_reset(&s->cdc);
+            s->chunk_len = 0;
+        }
+        if (on_data(s, ev->bytes, (size_t)ev->length, ev->offset) < 0) {
+            if (!s->failed)
+                set_error(s, "out of memory recording a chunk", ev->offset, "");
+            return -1;
+        }
+        return 0;
     default:
         if (buf_append(&s->segments, ev->bytes, (size_t)ev->length) < 0) {
             set_error(s, "out of memory recording a segment", ev->offset, "");
@@ -302,6 +324,13 @@ int ls_scan_finish(ls_scanner *s, uint8_t digest[32])
             break;
         if (on_event(s, &ev) < 0)
             return -1;
+    }
+    if (s->trailing) {
+        if (s->chunk_len > 0 && emit_chunk(s) < 0) {
+            set_error(s, "out of memory recording a chunk", s->position, "");
+            return -1;
+        }
+        s->in_entry = 0;
     }
     if (s->in_entry || s->chunk_len > 0) {
         set_error(s, "stream ended inside an entry's content", s->position, "");

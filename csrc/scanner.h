@@ -6,7 +6,9 @@
  *     example on a second thread, see layerstore/scan.py);
  *   - tar parsing (tar.h), routing every byte of the stream either to the
  *     segment buffer (headers, extended headers, padding, end-of-archive
- *     blocks, trailing bytes: kept verbatim) or to content;
+ *     blocks: kept verbatim) or to content; bytes after the end-of-archive
+ *     marker, which may be of any size, are chunked like content and their
+ *     chunks carry the entry index LS_SCAN_TRAILING_ENTRY;
  *   - FastCDC chunking of each entry's content (fastcdc.h; boundaries restart
  *     at every entry, so a file smaller than the minimum chunk size is one
  *     chunk and identical files give identical chunks whatever surrounds
@@ -35,6 +37,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* ls_scan_chunk.entry of chunks made of the bytes after the end of the archive. */
+#define LS_SCAN_TRAILING_ENTRY 0xFFFFFFFFu
+
 /* A feed call returns early once an output passes one of these. */
 #define LS_SCAN_MAX_CHUNKS 65536
 #define LS_SCAN_MAX_ENTRIES 65536
@@ -45,7 +50,8 @@ typedef struct ls_scanner ls_scanner;
 typedef struct {
     uint64_t offset;    /* stream offset of the chunk's first byte */
     uint32_t length;    /* bytes, 1..max_size */
-    uint32_t entry;     /* index of the entry the chunk belongs to (0-based) */
+    uint32_t entry;     /* index of the entry the chunk belongs to (0-based), or
+                           LS_SCAN_TRAILING_ENTRY */
     uint8_t digest[32]; /* SHA-256 of the chunk's bytes */
 } ls_scan_chunk;
 

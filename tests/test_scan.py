@@ -211,3 +211,35 @@ def test_errors_raised_from_memoryview_feeds_leave_no_dangling_buffers():
         tb = exc.value.__traceback__
         del exc, tb
         gc.collect()
+
+
+def test_scanner_is_single_use():
+    from layerstore.errors import LayerStoreError
+
+    stream = make_tar([("a", b"x" * 100)])
+    scanner = LayerScanner(**SMALL)
+    for _ in scanner.feed(stream):
+        pass
+    scanner.finish()
+    assert scanner.digest == "sha256:" + hashlib.sha256(stream).hexdigest()
+    with pytest.raises(LayerStoreError):
+        scanner.finish()
+    with pytest.raises(LayerStoreError):
+        list(scanner.feed(b"more"))
+    assert scanner.digest == "sha256:" + hashlib.sha256(stream).hexdigest()
+
+
+def test_bytes_after_the_end_are_chunked_not_kept():
+    from layerstore.scan import TRAILING
+
+    rnd = random.Random(21)
+    body = make_tar([("a", rnd.randbytes(5000))], fmt=tarfile.USTAR_FORMAT)
+    junk = rnd.randbytes(300_000) + bytes(2_000_000)
+    stream = body + junk
+    scan = scan_layer(io.BytesIO(stream), keep_segments=True, threads=1, **SMALL)
+    assert scan.diff_id == "sha256:" + hashlib.sha256(stream).hexdigest()
+    assert rebuild(scan, stream) == stream
+    trailing = [c for c in scan.chunks if c.entry == TRAILING]
+    # segments hold only headers, padding and the end-of-archive blocks
+    assert scan.segments_size <= len(body) - 5000
+    assert sum(c.length for c in trailing) == len(stream) - scan.segments_size - 5000

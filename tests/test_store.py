@@ -28,6 +28,14 @@ def make_tar(files):
     return out.getvalue()
 
 
+def trailing_padding(layer):
+    """Bytes after the two end-of-archive blocks (tarfile pads to 10240-byte
+    records): the store chunks them like content."""
+    end = len(layer.rstrip(b"\0"))
+    end += -end % 512 + 1024
+    return len(layer) - end
+
+
 def pack_bytes(root):
     return sum(p.stat().st_size for p in (root / "packs").glob("*.pack"))
 
@@ -69,7 +77,9 @@ def test_layer_round_trip_and_dedup(tmp_path):
         assert store.read_blob(info2.digest) == layer2
         li = store.layer_info(info2.digest)
         assert li.entries == 21 and li.size == len(layer2)
-        assert li.shared_bytes == sum(len(d) for _, d in shared)
+        # shared: the common files, and the record padding after the end of
+        # both archives (identical zero bytes, chunked like content)
+        assert li.shared_bytes == sum(len(d) for _, d in shared) + trailing_padding(layer2)
     with Store.open(root) as store:  # reopen: everything still there
         assert store.read_blob(info2.digest) == layer2
         assert store.verify().ok
@@ -241,7 +251,7 @@ def test_batch_is_visible_all_at_once_or_not_at_all(tmp_path):
         assert seen == [0]  # another connection sees nothing before COMMIT
         assert store.read_blob(sha(a)) == a and store.read_blob(sha(b)) == b
         # the shared file was written once within the batch
-        assert store.layer_info(sha(b)).shared_bytes == len(shared)
+        assert store.layer_info(sha(b)).shared_bytes == len(shared) + trailing_padding(b)
         assert store.verify().ok
 
 
@@ -276,3 +286,114 @@ def test_open_refuses_what_is_not_a_store(tmp_path):
         assert "s" in repr(store)
         with pytest.raises(DigestError):
             store.read_blob("nope")
+
+
+def test_truncated_zstd_layer_is_rejected(store):
+    import zstandard
+
+    from layerstore.errors import CompressedLayerError
+
+    tar = make_tar([("f", random.Random(3).randbytes(300_000)), ("g", bytes(200_000))])
+    for kw in ({}, {"write_checksum": True}):
+        blob = zstandard.ZstdCompressor(level=3, **kw).compress(tar)
+        for cut in (len(blob) - 1, len(blob) - 4, len(blob) // 2):
+            with pytest.raises(CompressedLayerError):
+                store.ingest(io.BytesIO(blob[:cut]), media_type="application/vnd.oci.image.layer.v1.tar+zstd")
+            assert not store.has(sha(blob[:cut]))
+        assert store.ingest(io.BytesIO(blob)).diff_id == sha(tar)
+
+
+def test_rewind_returns_to_where_the_blob_started(store):
+    # a file object positioned after a prefix; the blob looks like a tar but is not one
+    blob = make_tar([("f", b"abc")])[:512] + b"\x01" * 300
+    f = io.BytesIO(b"PREFIX" * 50 + blob)
+    f.seek(300)
+    info = store.ingest(f)
+    assert info.kind == "raw" and info.digest == sha(blob)
+    assert store.read_blob(info.digest) == blob
+
+
+def test_read_error_of_the_source_is_not_taken_for_a_bad_stream(store):
+    tar = make_tar([("f", random.Random(4).randbytes(3_000_000))])
+    blob = gzip.compress(tar)
+
+    class Flaky(io.RawIOBase):
+        def __init__(self):
+            self.inner = io.BytesIO(blob)
+            self.reads = 0
+
+        def readable(self):
+            return True
+
+        def seekable(self):
+            return True
+
+        def seek(self, *a):
+            return self.inner.seek(*a)
+
+        def tell(self):
+            return self.inner.tell()
+
+        def readinto(self, b):
+            self.reads += 1
+            if self.reads == 3:
+                raise OSError(5, "Input/output error")
+            data = self.inner.read(len(b))
+            b[: len(data)] = data
+            return len(data)
+
+    with pytest.raises(OSError) as exc:
+        store.ingest(Flaky())
+    assert exc.value.errno == 5
+    assert not store.has(sha(blob))
+    info = store.ingest(io.BytesIO(blob))
+    assert info.kind == "gzip"
+
+
+def _damaged_copy(tmp_path, name, damage):
+    import shutil
+    import sqlite3
+
+    src = tmp_path / "orig"
+    if not src.exists():
+        with Store.open(src) as s:
+            s.ingest(io.BytesIO(random.Random(8).randbytes(100_000)))
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    damage(dst, sqlite3)
+    return dst
+
+
+@pytest.mark.parametrize("name,damage,when", [
+    ("garbage-catalog", lambda d, sq: (d / "catalog.db").write_bytes(b"not sqlite" * 100), "open"),
+    ("marker-list", lambda d, sq: (d / "store.json").write_text("[1, 2]"), "open"),
+    ("marker-version", lambda d, sq: (d / "store.json").write_text('{"format": "layerstore", "version": "x"}'), "open"),
+    ("catalog-gone", lambda d, sq: (d / "catalog.db").unlink(), "open"),
+    ("chunking-garbage", lambda d, sq: _sql(d, sq, "UPDATE meta SET value = 'zz' WHERE key = 'chunking'"), "open"),
+    ("pack-gone", lambda d, sq: [p.unlink() for p in (d / "packs").glob("*.pack")], "read"),
+    ("huge-stored-length", lambda d, sq: _sql(d, sq, "UPDATE chunks SET stored_length = 1099511627776"), "read"),
+    ("text-offset", lambda d, sq: _sql(d, sq, "UPDATE chunks SET offset = 'abc'"), "read"),
+    ("unknown-kind", lambda d, sq: _sql(d, sq, "UPDATE blobs SET kind = 'weird'"), "read"),
+])
+def test_on_disk_damage_gives_typed_errors(tmp_path, name, damage, when):
+    from layerstore.errors import LayerStoreError, StoreError
+
+    root = _damaged_copy(tmp_path, name, damage)
+    if when == "open":
+        with pytest.raises(StoreError):
+            Store.open(root)
+        return
+    with Store.open(root) as store:
+        digest = next(store._catalog.iter_blobs())[0]
+        with pytest.raises(LayerStoreError):
+            store.stat(digest)
+            store.read_blob(digest)
+        if name != "unknown-kind":
+            assert not store.verify().ok
+
+
+def _sql(root, sqlite3, statement):
+    con = sqlite3.connect(root / "catalog.db")
+    con.execute(statement)
+    con.commit()
+    con.close()

@@ -90,6 +90,8 @@ class Catalog:
         if row is None:
             with self.write() as cur:
                 cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif not str(row[0]).isdigit():
+            raise StoreError(f"catalog {path}: schema_version {row[0]!r} is not a number")
         elif int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"catalog {path} has schema version {row[0]}, newer than supported ({SCHEMA_VERSION})")
 

@@ -301,7 +301,9 @@ class _Exact(io.RawIOBase):
         want = min(len(b), self._left)
         try:
             n = self._inner.readinto(memoryview(b)[:want])
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except LayerStoreError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise ImageFormatError(self._source, self._member, f"unreadable or truncated: {exc}") from None
         if n == 0:
             raise ImageFormatError(self._source, self._member,
@@ -362,7 +364,9 @@ class _TarInput(_Input):
         self.source = str(path)
         try:
             self._tar = tarfile.open(path, "r:*", copybufsize=_COPY_SIZE)
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except LayerStoreError:
+            raise
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise ImageFormatError(self.source, None, f"not a readable tar archive: {exc}") from None
         self._members: Dict[str, tarfile.TarInfo] = {}
         last = None
@@ -376,7 +380,9 @@ class _TarInput(_Input):
                     self._members[name] = m
                 elif name and name in self._members and not m.isdir():
                     del self._members[name]
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except LayerStoreError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             self._tar.close()
             if last is None:
                 raise ImageFormatError(self.source, None, f"corrupt or truncated tar archive: {exc}") from None
@@ -426,7 +432,9 @@ class _TarInput(_Input):
             raise MissingContentError(self.source, name, "not in the archive")
         try:
             f = self._tar.extractfile(m)
-        except (tarfile.TarError, OSError) as exc:
+        except LayerStoreError:
+            raise
+        except (tarfile.TarError, OSError, ValueError) as exc:
             raise ImageFormatError(self.source, name, f"unreadable: {exc}") from None
         return _Exact(f, m.size, self.source, name)
 
@@ -609,7 +617,13 @@ class _Importer:
         """The bytes of a document named by ``desc``: from this import, the
         store or the input, checked against the descriptor's size and digest."""
         raw = self.docs.get(desc.digest)
+        if desc.size > _DOC_LIMIT:
+            raise ImageFormatError(self.inp.source, name,
+                                   f"{what} {desc.digest} claims {desc.size} bytes, over the {_DOC_LIMIT}-byte limit for documents")
         if raw is None and desc.digest not in self.infos and self.store.has(desc.digest):
+            if self.store.stat(desc.digest).size > _DOC_LIMIT:
+                raise ImageFormatError(self.inp.source, name,
+                                       f"{what} {desc.digest} is a stored blob over the {_DOC_LIMIT}-byte limit for documents")
             raw = self.store.read_blob(desc.digest)
         if raw is None:
             if not self.inp.has(name):

@@ -267,7 +267,7 @@ class ImagesMixin:
             origin = f"load {inp.format}:{inp.source}"
             with self.batch() as b:
                 result = formats.read_images(self, b, inp, name=name, platforms=platforms,
-                                             known_image=self._is_image)
+                                             known_image=self._is_live_image)
                 b.commit(extra=lambda cur: self._record_import(cur, result, origin))
         return result.images
 

@@ -773,6 +773,9 @@ class PackReader:
                 raise ValueError(f"location of pack {where.pack_id} given to reader of pack {self.pack_id}")
             offset = where.offset
             want = where.stored_length
+            if not (isinstance(offset, int) and isinstance(want, int)) or not 0 <= want <= MAX_RAW_LENGTH + (MAX_RAW_LENGTH >> 4):
+                # a stored entry is never larger than this; do not allocate a claimed size
+                raise self._corrupt(f"invalid location (offset {offset!r}, {want!r} stored bytes)", None, expected_digest)
             buf = _pread_exact(fd, ENTRY_HEADER_SIZE + want, offset) if offset >= PACK_HEADER_SIZE else b""
         else:
             offset = operator.index(where)
@@ -1128,8 +1131,10 @@ class PackSet:
         w = self._writer
         return w.pack_id if w is not None else None
 
-    def add(self, digest: bytes, data) -> PackLocation:
+    def add(self, digest: bytes, data, compress: bool = True) -> PackLocation:
         """Append a chunk to the active pack (see :meth:`PackWriter.add`).
+        ``compress=False`` stores it raw without trying the codec (for data
+        known to be compressed already).
 
         Compression runs outside the set's lock. When the active pack
         reaches the rotation threshold it is sealed (so its entries are
@@ -1140,7 +1145,7 @@ class PackSet:
         n = len(data)
         if n > MAX_RAW_LENGTH:
             raise ValueError(f"chunk of {n} bytes exceeds the {MAX_RAW_LENGTH}-byte maximum")
-        cid, stored = _encode(data, self._cid)
+        cid, stored = _encode(data, self._cid if compress else CODEC_NONE)
         digest = bytes(digest)
         with self._lock:
             if self._closed:

@@ -97,6 +97,8 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
         CorruptBlobError: bad magic/version, checksum mismatch, or a payload
             that does not describe a consistent blob; ``what`` names it.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CorruptBlobError(f"{what}: stored as {type(data).__name__}, not bytes")
     if len(data) < _HEADER.size:
         raise CorruptBlobError(f"{what}: truncated ({len(data)} bytes)")
     magic, version, codec, checksum, raw_len = _HEADER.unpack_from(data)

@@ -39,7 +39,11 @@ __all__ = [
     "scan_layer",
     "assemble",
     "DEFAULT_BUFFER_SIZE",
+    "TRAILING",
 ]
+
+#: ``Chunk.entry`` of chunks made of bytes after the end-of-archive marker.
+TRAILING = int(lib.LS_SCAN_TRAILING_ENTRY)
 
 #: Bytes read from the input per feed by :func:`scan_layer` (1 MiB).
 DEFAULT_BUFFER_SIZE = 1 << 20
@@ -65,7 +69,10 @@ class Chunk(NamedTuple):
         offset: stream offset of the chunk's first byte.
         length: chunk length in bytes (1 .. max chunk size).
         digest: SHA-256 of the chunk's bytes, 32 raw bytes.
-        entry: index of the entry it belongs to (0-based, in stream order).
+        entry: index of the entry it belongs to (0-based, in stream order),
+            or :data:`TRAILING` for chunks of the bytes after the end of the
+            archive (kept as chunks, not segments, since they can be of any
+            size).
     """
 
     offset: int
@@ -253,6 +260,8 @@ class LayerScanner:
     def feed(self, data) -> Iterator[ScanBatch]:
         """Scan the next piece of the stream, yielding its batches. The
         generator must be consumed before the next ``feed``."""
+        if self.size is not None:
+            raise LayerStoreError("feed() after finish(): a LayerScanner scans one stream")
         view = memoryview(data).cast("B")
         if not len(view):
             return
@@ -282,6 +291,8 @@ class LayerScanner:
     def finish(self) -> ScanBatch:
         """End of input: returns the last batch and sets :attr:`digest` and
         :attr:`size`. Raises TarFormatError if the stream is truncated."""
+        if self.size is not None:
+            raise LayerStoreError("finish() called twice: a LayerScanner scans one stream")
         self._wait_hash()
         out = ffi.new("uint8_t[32]")
         if lib.ls_scan_finish(self._s, out) < 0:

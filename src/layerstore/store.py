@@ -32,10 +32,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import sqlite3
 import threading
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -53,9 +54,10 @@ from .errors import (
 )
 from .digest import Digest, parse_digest
 from .hashing import Sha256
+from .gc import LifecycleMixin, VerifyReport
 from .images import ImagesMixin
 from .manifest import Descriptor
-from .packs import CODEC_NAMES, PackLocation, PackSet
+from .packs import CODEC_NAMES, MAX_RAW_LENGTH, PackLocation, PackSet
 from .recipe import ChunkRef, Recipe
 from .decompress import Decompressor
 from .scan import LayerScanner, _hash_pool
@@ -136,23 +138,10 @@ class LayerInfo:
     shared_bytes: int
 
 
-@dataclass
-class VerifyReport:
-    """Result of :meth:`Store.verify`: ``problems`` lists one line per fault
-    (what, where); ``blobs_checked``/``chunks_checked`` count what was read."""
-
-    blobs_checked: int = 0
-    chunks_checked: int = 0
-    bytes_checked: int = 0
-    problems: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 class _Source:
-    """A binary input read in buffers, with a peek at its first bytes."""
+    """A binary input read in buffers, with a peek at its first bytes.
+    ``start`` is the input's position when ingest began (None when it
+    cannot seek), where :meth:`rewind` returns."""
 
     def __init__(self, src):
         self._close = None
@@ -163,7 +152,22 @@ class _Source:
             self.f = io.BytesIO(bytes(src))
         else:
             self.f = src
+        try:
+            self.start = self.f.tell() if self.f.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            self.start = None
         self.head = self._read_exact(512)
+
+    def rewind(self) -> bool:
+        """Go back to where the blob started; False when the input cannot."""
+        if self.start is None:
+            return False
+        try:
+            self.f.seek(self.start)
+        except (OSError, ValueError):
+            return False
+        self.head = self._read_exact(512)
+        return True
 
     def _read_exact(self, n):
         parts, got = [], 0
@@ -245,8 +249,9 @@ class _Chunks:
 
     _IN_FLIGHT = 64
 
-    def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None):
+    def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None, compress: bool = True):
         self.store = store
+        self.compress = compress
         # digest -> PackLocation or a Future of one: chunks written by this
         # ingest or by earlier blobs of the same batch
         self.new: Dict[bytes, object] = shared if shared is not None else {}
@@ -261,7 +266,7 @@ class _Chunks:
         if not chunks:
             return
         fresh = [c.digest for c in chunks if c.digest not in self.new]
-        known = self.store._catalog.existing_chunks(fresh) if fresh else set()
+        known = self.store._live_chunks(fresh) if fresh else set()
         add = self.store._packs.add
         pool = _hash_pool()
         refs, new, pending = self.refs, self.new, self._pending
@@ -269,7 +274,7 @@ class _Chunks:
             d = c.digest
             refs.append(ChunkRef(c.offset, c.length, d))
             if d not in known and d not in new:
-                fut = pool.submit(add, d, data_of(c))
+                fut = pool.submit(add, d, data_of(c), self.compress)
                 new[d] = self.own[d] = fut
                 pending.append(fut)
                 if len(pending) > self._IN_FLIGHT:
@@ -318,8 +323,8 @@ class _RawBlob:
     """Any blob: hashed and cut into content-defined chunks in one pass by
     the C scanner in raw mode; new chunks stored."""
 
-    def __init__(self, store: "Store", shared=None):
-        self.chunks = _Chunks(store, shared)
+    def __init__(self, store: "Store", shared=None, compress=True):
+        self.chunks = _Chunks(store, shared, compress)
         self.scanner = LayerScanner(*store.chunk_params, raw=True)
         self.size = 0
 
@@ -371,7 +376,7 @@ class _LayerBlob:
                                   self.scanner.size, b"".join(self.segments))
 
 
-class Store(ImagesMixin):
+class Store(LifecycleMixin, ImagesMixin):
     """A layerstore store rooted at a directory (``root``, a Path). Use
     :meth:`open`, not the constructor.
 
@@ -396,26 +401,39 @@ class Store(ImagesMixin):
         if marker.exists():
             try:
                 meta = json.loads(marker.read_text())
-            except (OSError, ValueError) as exc:
+                version = int(meta.get("version", 0))
+                fmt = meta.get("format")
+            except (OSError, ValueError, AttributeError, TypeError) as exc:
                 raise StoreError(f"{marker}: unreadable store marker: {exc}") from None
-            if meta.get("format") != "layerstore" or int(meta.get("version", 0)) > FORMAT_VERSION:
+            if fmt != "layerstore" or version > FORMAT_VERSION:
                 raise StoreError(f"{self.root} is not a layerstore store of a supported version ({meta})")
+            if not (self.root / "catalog.db").exists() and any((self.root / "packs").glob("*.pack")):
+                # Never start over silently next to packs whose catalog is gone.
+                raise StoreError(
+                    f"{self.root}: catalog.db is missing but packs exist; restore the catalog "
+                    "(nothing has been changed)"
+                )
         else:
             tmp = marker.with_suffix(".tmp")
             tmp.write_text(json.dumps({"format": "layerstore", "version": FORMAT_VERSION}) + "\n")
             os.replace(tmp, marker)
-        self._catalog = Catalog(str(self.root / "catalog.db"))
-        stored_codec = self._catalog.set_meta_default("codec", codec or "lz4")
+        try:
+            self._catalog = Catalog(str(self.root / "catalog.db"))
+            stored_codec = self._catalog.set_meta_default("codec", codec or "lz4")
+            params = self._catalog.set_meta_default(
+                "chunking",
+                json.dumps([chunking.DEFAULT_MIN_SIZE, chunking.DEFAULT_AVG_SIZE, chunking.DEFAULT_MAX_SIZE]),
+            )
+            self.chunk_params = tuple(chunking.check_parameters(*json.loads(params)))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.root / 'catalog.db'}: cannot use the catalog: {exc}") from None
+        except (ValueError, TypeError, LayerStoreError) as exc:
+            raise StoreError(f"{self.root / 'catalog.db'}: bad chunking parameters in the catalog: {exc}") from None
         if codec is not None and codec != stored_codec:
             raise StoreError(f"store {self.root} uses codec {stored_codec!r}, not {codec!r}")
         if stored_codec not in CODEC_NAMES.values():
             raise StoreError(f"store {self.root}: unknown codec {stored_codec!r}")
         self.codec = stored_codec
-        params = self._catalog.set_meta_default(
-            "chunking",
-            json.dumps([chunking.DEFAULT_MIN_SIZE, chunking.DEFAULT_AVG_SIZE, chunking.DEFAULT_MAX_SIZE]),
-        )
-        self.chunk_params = tuple(json.loads(params))
         self._packs = PackSet(str(self.root / "packs"), codec=self.codec)
         self._packs.recover()
         self._commit_lock = threading.Lock()
@@ -464,9 +482,10 @@ class Store(ImagesMixin):
         """
         if expected_digest is not None:
             parse_digest(expected_digest, algorithms=("sha256",))
-            if self._catalog.has_blob(expected_digest):
+        with self._lease():  # gc.py: collections wait for it before deleting
+            if expected_digest is not None and self._has_live(expected_digest):
                 return self.stat(expected_digest)
-        return self._commit(self._prepare(source, expected_digest, media_type, None))[-1]
+            return self._commit(self._prepare(source, expected_digest, media_type, None))[-1]
 
     def batch(self) -> "Batch":
         """A :class:`Batch`: blobs staged together and made visible in one
@@ -483,14 +502,14 @@ class Store(ImagesMixin):
                 try:
                     return [self._prepare_layer(src.buffers(), expected_digest, media_type, shared)]
                 except TarFormatError:
-                    if media_type or not _rewind(src):
+                    if media_type or not src.rewind():
                         raise
                     # Only the content made it look like a tar: store it as it is.
             elif kind in (KIND_GZIP, KIND_ZSTD):
                 try:
                     return self._prepare_compressed(src, kind, expected_digest, media_type, shared)
                 except (TarFormatError, CompressedLayerError):
-                    if media_type or not _rewind(src):
+                    if media_type or not src.rewind():
                         raise
                     # Compressed, but not a compressed tar: an ordinary blob.
             return [self._prepare_raw(src.buffers(), expected_digest, media_type, shared)]
@@ -526,7 +545,7 @@ class Store(ImagesMixin):
         overlapped with the layer scan on this one.
         """
         shared = shared if shared is not None else {}
-        raw = _RawBlob(self, shared)
+        raw = _RawBlob(self, shared, compress=False)  # gzip/zstd bytes do not compress further
         layer = _LayerBlob(self, shared)
         with _abandon_on_error(raw), _abandon_on_error(layer):
             pipe = Decompressor(src.buffers(), kind, raw.feed)
@@ -561,6 +580,7 @@ class Store(ImagesMixin):
                         "vanished during ingest"
                     )
                 self._catalog.add_refs(cur, distinct)
+            self._revive(cur, [rec.digest for rec in records])
             if extra is not None:
                 extra(cur)
         return [self.stat(rec.digest) for rec in records]
@@ -578,6 +598,8 @@ class Store(ImagesMixin):
         if row is None:
             raise BlobNotFoundError(digest)
         d, size, media_type, kind, diff_id, entries, _recipe, _created = row
+        if kind not in _DEFAULT_MEDIA_TYPES or not isinstance(size, int):
+            raise CorruptBlobError(f"blob {digest}: catalog row is invalid (kind {kind!r}, size {size!r})")
         return _blob_info(d, size, media_type, kind, diff_id, entries)
 
     def _recipe(self, digest: str) -> Tuple[tuple, Recipe]:
@@ -594,8 +616,13 @@ class Store(ImagesMixin):
         """A binary file object streaming the blob. Every chunk is checked
         before its bytes are returned, and the blob's digest at the end;
         a mismatch raises CorruptBlobError from ``read``."""
-        _row, rec = self._recipe(digest)
-        return BlobReader(self, digest, rec)
+        lease = self._lease()  # gc.py: packs and chunks stay until it is released
+        try:
+            _row, rec = self._recipe(digest)
+        except BaseException:
+            lease.release()
+            raise
+        return BlobReader(self, digest, rec, lease)
 
     def read_blob(self, digest: str) -> bytes:
         """The whole blob as bytes (for small blobs: configs, manifests)."""
@@ -635,48 +662,24 @@ class Store(ImagesMixin):
         return out
 
     def _read_chunk(self, ref: ChunkRef, loc: tuple) -> bytes:
+        """A chunk's plaintext, checked; every fault of the catalog row or of
+        the pack is a CorruptBlobError naming the chunk."""
         pack, offset, stored_length, length, codec = loc
+        what = f"chunk {ref.digest.hex()} in pack {pack}"
         if length != ref.length:
-            raise CorruptBlobError(f"chunk {ref.digest.hex()}: catalog length {length} != recipe length {ref.length}")
-        return self._packs.read(
-            PackLocation(pack, offset, stored_length, length, codec), expected_digest=ref.digest, verify_sha256=True
-        )
-
-    # -- verify -------------------------------------------------------------------
-    def verify(self) -> VerifyReport:
-        """Re-hash everything stored: every chunk of every pack (xxh3 and
-        SHA-256), every catalog chunk location, and every blob's recipe and
-        digest. Lists each problem found; raises nothing for bad data."""
-        report = VerifyReport()
-        for problem in self._packs.verify():
-            report.problems.append(f"pack {problem.pack_id} offset {problem.offset}: {problem.what}")
-        for d, pack, off, slen, length, codec, refs in self._catalog.iter_chunks():
-            report.chunks_checked += 1
-            try:
-                self._packs.read(PackLocation(pack, off, slen, length, codec), expected_digest=d, verify_sha256=True)
-            except LayerStoreError as exc:
-                report.problems.append(f"chunk {d.hex()}: {exc}")
-        for digest, size, *_rest in list(self._catalog.iter_blobs()):
-            report.blobs_checked += 1
-            try:
-                with self.open_blob(digest) as f:
-                    while True:
-                        b = f.read(_READ_SIZE)
-                        if not b:
-                            break
-                        report.bytes_checked += len(b)
-            except LayerStoreError as exc:
-                report.problems.append(f"blob {digest}: {exc}")
-        return report
-
-
-def _rewind(src: _Source) -> bool:
-    try:
-        src.f.seek(0)
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return False
-    src.head = src._read_exact(512)
-    return True
+            raise CorruptBlobError(f"{what}: catalog length {length} != recipe length {ref.length}")
+        if not all(isinstance(v, int) for v in (offset, stored_length, length, codec)) or not (
+            0 <= offset and 0 <= stored_length <= MAX_RAW_LENGTH + (MAX_RAW_LENGTH >> 4) and 0 <= length <= MAX_RAW_LENGTH
+        ):
+            raise CorruptBlobError(f"{what}: catalog row is invalid ({offset!r}, {stored_length!r}, {length!r}, {codec!r})")
+        try:
+            return self._packs.read(
+                PackLocation(pack, offset, stored_length, length, codec), expected_digest=ref.digest, verify_sha256=True
+            )
+        except LayerStoreError:
+            raise
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorruptBlobError(f"{what}: cannot read it: {exc}") from None
 
 
 class Batch:
@@ -689,13 +692,14 @@ class Batch:
 
     def __init__(self, store: Store):
         self.store = store
+        self._lease = store._lease()  # gc.py: held until commit or exit
         self._shared: Dict[bytes, PackLocation] = {}
         self._records: Dict[str, _Record] = {}
         self.committed: Optional[List[BlobInfo]] = None
 
     def has(self, digest: str) -> bool:
         """True when the blob is stored or staged in this batch."""
-        return digest in self._records or self.store.has(digest)
+        return digest in self._records or self.store._has_live(digest)
 
     def stat(self, digest: str) -> BlobInfo:
         """BlobInfo of a blob staged in this batch or stored; raises
@@ -711,7 +715,7 @@ class Batch:
             parse_digest(expected_digest, algorithms=("sha256",))
             if expected_digest in self._records:
                 return _info(self._records[expected_digest])
-            if self.store.has(expected_digest):
+            if self.store._has_live(expected_digest):
                 return self.store.stat(expected_digest)
         records = self.store._prepare(source, expected_digest, media_type, self._shared)
         for rec in records:
@@ -724,12 +728,14 @@ class Batch:
         if self.committed is not None:
             raise StoreError("batch already committed")
         self.committed = self.store._commit(list(self._records.values()), extra)
+        self._lease.release()
         return self.committed
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self._lease.release()
         self._records.clear()
         self._shared.clear()
 
@@ -761,8 +767,9 @@ class BlobReader(io.RawIOBase):
     as the pieces go out, is checked when the end is reached.
     """
 
-    def __init__(self, store: Store, digest: str, rec: Recipe):
+    def __init__(self, store: Store, digest: str, rec: Recipe, lease=None):
         super().__init__()
+        self._lease = lease
         self._store = store
         self._digest = digest
         self._rec = rec
@@ -774,6 +781,14 @@ class BlobReader(io.RawIOBase):
 
     def readable(self):
         return True
+
+    def close(self):
+        """Close the reader and end its lease (gc.py)."""
+        try:
+            super().close()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
 
     _READ_AHEAD = 16
 
