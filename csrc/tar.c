@@ -117,6 +117,41 @@ typedef struct {
     size_t sp_count, sp_cap;
 } entry_store;
 
+/* Known PAX keys and where their values are (defined early: the parser
+ * keeps the slots of its global record sets). */
+typedef struct {
+    const uint8_t *v;
+    size_t n;
+    int set;
+} slot;
+
+enum {
+    K_PATH,
+    K_LINKPATH,
+    K_UNAME,
+    K_GNAME,
+    K_UID,
+    K_GID,
+    K_MTIME,
+    K_ATIME,
+    K_CTIME,
+    K_SIZE,
+    K_HDRCHARSET,
+    K_SP_MAJOR,
+    K_SP_MINOR,
+    K_SP_NAME,
+    K_SP_SIZE,
+    K_SP_REALSIZE,
+    K_SP_NUMBLOCKS,
+    K_SP_MAP,
+    K_COUNT
+};
+
+static const char *const known_keys[K_COUNT] = {
+    "path", "linkpath", "uname", "gname", "uid", "gid", "mtime", "atime", "ctime", "size", "hdrcharset",
+    "GNU.sparse.major", "GNU.sparse.minor", "GNU.sparse.name", "GNU.sparse.size", "GNU.sparse.realsize",
+    "GNU.sparse.numblocks", "GNU.sparse.map"};
+
 struct ls_tar_parser {
     int state;
     uint64_t off; /* stream offset of the next unconsumed byte */
@@ -146,6 +181,10 @@ struct ls_tar_parser {
     int have_first;
     uint64_t first_off;
     lbuf glob[2];
+    slot glob_slots[2][K_COUNT]; /* known keys of each global set, parsed once */
+    uint64_t glob_compactions;    /* times the global set was compacted */
+    uint64_t glob_generation;     /* bumped whenever the global records change */
+    uint64_t glob_since_compact;  /* global record bytes appended since the last compaction */
     int glob_latest; /* index of the newest global record set */
     int glob_cur;    /* index referenced by the current entry, -1 if none */
 
@@ -676,6 +715,18 @@ static int rec_by_start(const void *a, const void *b)
     return x->start < y->start ? -1 : (x->start > y->start);
 }
 
+static void collect_slots(const uint8_t *b, size_t n, slot *sl);
+
+/* Parse the known keys of global set ``i`` once, when it changes, instead of
+ * for every entry (a large global header would otherwise cost its size per
+ * entry). The slots point into p->glob[i], valid until it changes again. */
+static void index_globals(ls_tar_parser *p, int i)
+{
+    p->glob_generation++;
+    memset(p->glob_slots[i], 0, sizeof p->glob_slots[i]);
+    collect_slots(lbuf_ptr(&p->glob[i]), p->glob[i].len, p->glob_slots[i]);
+}
+
 static int merge_globals(ls_tar_parser *p)
 {
     int dst = p->glob_latest;
@@ -741,12 +792,25 @@ static int merge_globals(ls_tar_parser *p)
             lbuf_free(&out);
             return fail(p, p->ext_hdr_off, "PAX global records exceed %llu bytes", (unsigned long long)p->max_ext);
         }
+        if (p->glob_compactions && p->glob_since_compact < p->max_ext / 4) {
+            /* Keep compaction amortised: a compaction costs O(max_ext), so
+             * at least max_ext/4 bytes of new global records must arrive
+             * between two of them, or the input is refused. */
+            lbuf_free(&out);
+            return fail(p, p->ext_hdr_off, "PAX global records keep exceeding %llu bytes",
+                        (unsigned long long)p->max_ext);
+        }
+        p->glob_compactions++;
+        p->glob_since_compact = 0;
         lbuf_swap(g, &out);
         lbuf_free(&out);
+        index_globals(p, dst);
         return 0;
     }
     if (lbuf_append(g, lbuf_ptr(&p->ext), p->ext.len) < 0)
         return oom(p);
+    p->glob_since_compact += p->ext.len;
+    index_globals(p, dst);
     return 0;
 }
 
@@ -784,39 +848,6 @@ static int ext_complete(ls_tar_parser *p)
 }
 
 /* ------------------------------------------------------- entry building */
-
-typedef struct {
-    const uint8_t *v;
-    size_t n;
-    int set;
-} slot;
-
-enum {
-    K_PATH,
-    K_LINKPATH,
-    K_UNAME,
-    K_GNAME,
-    K_UID,
-    K_GID,
-    K_MTIME,
-    K_ATIME,
-    K_CTIME,
-    K_SIZE,
-    K_HDRCHARSET,
-    K_SP_MAJOR,
-    K_SP_MINOR,
-    K_SP_NAME,
-    K_SP_SIZE,
-    K_SP_REALSIZE,
-    K_SP_NUMBLOCKS,
-    K_SP_MAP,
-    K_COUNT
-};
-
-static const char *const known_keys[K_COUNT] = {
-    "path", "linkpath", "uname", "gname", "uid", "gid", "mtime", "atime", "ctime", "size", "hdrcharset",
-    "GNU.sparse.major", "GNU.sparse.minor", "GNU.sparse.name", "GNU.sparse.size", "GNU.sparse.realsize",
-    "GNU.sparse.numblocks", "GNU.sparse.map"};
 
 static void collect_slots(const uint8_t *b, size_t n, slot *sl)
 {
@@ -954,8 +985,7 @@ static int build_entry(ls_tar_parser *p, const uint8_t *b, const hdr_t *h, uint6
     if (gl->len)
         e->flags |= LS_TAR_F_PAX_GLOBAL;
     slot sl[K_COUNT];
-    memset(sl, 0, sizeof sl);
-    collect_slots(lbuf_ptr(gl), gl->len, sl);
+    memcpy(sl, p->glob_slots[p->glob_latest], sizeof sl);
     collect_slots(lbuf_ptr(&s->pax), s->pax.len, sl);
 
     set_errname(p, lbuf_ptr(&s->name), s->name.len);
@@ -1124,6 +1154,7 @@ static void entry_pointers(ls_tar_parser *p, entry_store *s)
     const lbuf *gl = &p->glob[p->glob_latest];
     e->pax_global = lbuf_ptr(gl);
     e->pax_global_len = gl->len;
+    e->pax_global_generation = p->glob_generation;
 }
 
 /* 1.0 map text complete in p->ext: parse it into the building entry. */

@@ -121,6 +121,7 @@ typedef struct {
     size_t pax_len;
     const uint8_t *pax_global;    /* raw records of every 'g' header so far, concatenated in order */
     size_t pax_global_len;
+    uint64_t pax_global_generation; /* changes whenever the global records change */
     int typeflag;                 /* header typeflag byte (0 for '\0') */
     int format;                   /* LS_TAR_FORMAT_* */
     int sparse_kind;              /* LS_TAR_SPARSE_* */

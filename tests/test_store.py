@@ -397,3 +397,30 @@ def _sql(root, sqlite3, statement):
     con.execute(statement)
     con.commit()
     con.close()
+
+
+def test_recovery_never_cuts_entries_the_catalog_references(tmp_path):
+    from layerstore.errors import CorruptBlobError
+
+    root = tmp_path / "s"
+    rnd = random.Random(30)
+    a, b = rnd.randbytes(200_000), rnd.randbytes(90_000)
+    with Store.open(root, codec="none") as store:
+        da = store.ingest(io.BytesIO(a)).digest
+        db = store.ingest(io.BytesIO(b)).digest
+    pack = next((root / "packs").glob("*.pack"))
+    idx = pack.with_suffix(".idx")
+    raw = bytearray(idx.read_bytes())
+    raw[-1] ^= 1  # index trailer checksum: the pack looks unsealed
+    idx.write_bytes(bytes(raw))
+    data = bytearray(pack.read_bytes())
+    last = data.rfind(b"LSEN")  # header of the last entry (b's last chunk)
+    data[last + 9] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    size = pack.stat().st_size
+    with Store.open(root) as store:
+        assert pack.stat().st_size == size  # nothing cut
+        assert store.read_blob(da) == a
+        with pytest.raises(CorruptBlobError):
+            store.read_blob(db)
+        assert not store.verify().ok

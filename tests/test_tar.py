@@ -681,3 +681,21 @@ def test_global_record_compaction_is_not_quadratic():
     e = _entries(data)[0]
     assert len(e.pax_global) == 70000
     assert time.monotonic() - t0 < 5
+
+
+def test_global_records_are_parsed_once_and_shared():
+    big = _pax([(b"k%d" % i, b"v" * 40) for i in range(8000)], typeflag=b"g", name=b"g")
+    files = b"".join(_header(name=b"f%d" % i) for i in range(200))
+    entries = _entries(big + files + END)
+    assert len(entries) == 200
+    assert entries[0].pax_global["k7999"] == "v" * 40
+    # one parsed mapping shared by every entry (not one copy per entry)
+    assert all(e.pax_global is entries[0].pax_global for e in entries)
+
+
+def test_global_headers_that_keep_overflowing_are_refused():
+    # many distinct-key global headers near the limit: each would force a
+    # full compaction; after one, the parser refuses instead of repeating it
+    parts = [_pax([(b"a%d_%d" % (j, i), b"x" * 20) for i in range(4000)], typeflag=b"g", name=b"g") for j in range(12)]
+    with pytest.raises(TarFormatError, match="global"):
+        _entries(b"".join(parts) + _header(name=b"f") + END)

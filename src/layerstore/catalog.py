@@ -217,6 +217,16 @@ class Catalog:
     def add_refs(self, cur: sqlite3.Cursor, digests: Iterable[bytes], delta: int = 1):
         cur.executemany("UPDATE chunks SET refs = refs + ? WHERE digest = ?", [(delta, d) for d in digests])
 
+    def referenced_length(self, pack_name: str) -> int:
+        """Bytes at the start of pack ``pack_name`` that catalogued chunks
+        occupy (end of the furthest entry: offset + 64-byte entry header +
+        stored length), 0 when none."""
+        row = self._con().execute(
+            "SELECT max(c.offset + 64 + c.stored_length) FROM chunks c JOIN packs p ON p.id = c.pack "
+            "WHERE p.name = ?", (pack_name,)
+        ).fetchone()
+        return int(row[0] or 0) if row else 0
+
     def chunk_count(self) -> int:
         return self._con().execute("SELECT count(*) FROM chunks").fetchone()[0]
 

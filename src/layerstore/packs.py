@@ -1260,8 +1260,13 @@ class PackSet:
         except (OSError, PackFormatError):
             return False
 
-    def recover(self) -> list:
+    def recover(self, protect=None) -> list:
         """Seal the packs of dead writers; returns a list of :class:`RecoveryAction`.
+
+        ``protect(pack_id) -> int``, when given, says how many leading bytes
+        of a pack are referenced (durable, recorded in a catalog): a pack
+        whose damage lies inside them is reported ``"damaged"`` and left
+        untouched instead of being cut.
 
         For each pack without a valid index (skipping this set's active pack):
         take its exclusive lock without waiting (a held lock means a live
@@ -1294,7 +1299,7 @@ class PackSet:
                 continue
             if info.sealed and self._index_valid(info.pack_id):
                 continue
-            act = self._recover_pack(info.pack_id)
+            act = self._recover_pack(info.pack_id, protect)
             if act is not None:
                 actions.append(act)
         return actions
@@ -1313,7 +1318,7 @@ class PackSet:
         finally:
             os.close(fd)
 
-    def _recover_pack(self, pack_id):
+    def _recover_pack(self, pack_id, protect=None):
         path = self.pack_path(pack_id)
         try:
             fd = os.open(path, os.O_RDWR | _O_CLOEXEC)
@@ -1335,6 +1340,13 @@ class PackSet:
             problems = []
             recs, good_end = _scan_records(reader, problems, end=size)
             detail = "; ".join(f"@{p.offset}: {p.what}" for p in problems)
+            keep = protect(pack_id) if protect is not None else 0
+            if good_end < keep:
+                # Damage inside what the catalog says is durable: cutting it
+                # would destroy referenced chunks. Leave the file as it is
+                # for verify/repair to deal with.
+                return RecoveryAction(pack_id, "damaged", size, size, len(recs),
+                                      f"damaged before offset {keep}, which the catalog references; " + detail)
             if not recs:
                 os.unlink(path)
                 for suffix in (".idx", ".idx.tmp"):

@@ -435,7 +435,7 @@ class Store(LifecycleMixin, ImagesMixin):
             raise StoreError(f"store {self.root}: unknown codec {stored_codec!r}")
         self.codec = stored_codec
         self._packs = PackSet(str(self.root / "packs"), codec=self.codec)
-        self._packs.recover()
+        self._packs.recover(protect=self._catalog.referenced_length)
         self._commit_lock = threading.Lock()
 
     @classmethod

@@ -32,8 +32,10 @@ stream offset and, when known, the name of the entry being parsed.
 """
 from __future__ import annotations
 
+from collections import ChainMap
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple
+from types import MappingProxyType
+from typing import BinaryIO, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ._native import ffi, lib
 from .errors import TarFormatError
@@ -97,6 +99,12 @@ class TarEntry:
     Text fields are decoded as UTF-8 with ``surrogateescape``, so names that
     are not valid UTF-8 still round-trip; the exact bytes are in ``raw_name``
     and ``raw_linkname``.
+
+    ``pax`` maps every PAX record in force for the entry (global ``g``
+    records overridden by its own ``x`` records) and ``pax_global`` the
+    global ones alone; both are read-only mappings of str to str (the
+    global records are parsed once and shared by the entries they apply to,
+    so a large global header costs its size once, not once per entry).
     """
 
     name: str
@@ -115,7 +123,7 @@ class TarEntry:
     mtime_ns: int
     devmajor: int
     devminor: int
-    pax: Dict[str, str]
+    pax: Mapping[str, str]
     sparse: Optional[List[Tuple[int, int]]]
     offset: int  # offset of the entry's first header block (first extended header if any)
     header_offset: int = 0  # offset of the entry's own header block
@@ -125,7 +133,7 @@ class TarEntry:
     format: str = "ustar"  # v7, ustar, gnu, star (of the entry's own header)
     sparse_format: Optional[str] = None  # oldgnu, 0.0, 0.1, 1.0
     raw_mode: int = 0  # the header mode field as stored
-    pax_global: Dict[str, str] = field(default_factory=dict)  # the global records in force
+    pax_global: Mapping[str, str] = field(default_factory=dict)  # the global records in force
 
     @property
     def isfile(self) -> bool:
@@ -168,27 +176,39 @@ def _parse_pax(raw: bytes, into: Dict[str, str]) -> None:
 
 
 _new_entry = object.__new__
-_global_cache: List = [b"", {}]  # the last global record set seen, parsed
+_NO_RECORDS = MappingProxyType({})
+class _Globals:
+    """The global records in force for one parser, parsed once per distinct
+    record set (the C parser bumps a generation number whenever they
+    change) and shared read-only by the entries they apply to."""
+
+    __slots__ = ("generation", "records")
+
+    def __init__(self):
+        self.generation = None
+        self.records = _NO_RECORDS
+
+    def of(self, e) -> Mapping[str, str]:
+        if not e.pax_global_len:
+            return _NO_RECORDS
+        if self.generation != e.pax_global_generation:
+            parsed = {}
+            _parse_pax(bytes(ffi.buffer(e.pax_global, e.pax_global_len)), parsed)
+            self.generation = e.pax_global_generation
+            self.records = MappingProxyType(parsed)
+        return self.records
 
 
-def _globals(e) -> Dict[str, str]:
-    """The global records in force, parsed once per distinct record set."""
-    raw = bytes(ffi.buffer(e.pax_global, e.pax_global_len))
-    cached_raw, cached = _global_cache
-    if raw != cached_raw:
-        cached = {}
-        _parse_pax(raw, cached)
-        _global_cache[:] = [raw, cached]
-    return dict(cached)
-
-
-def _entry_from_c(e) -> TarEntry:
+def _entry_from_c(e, globals_: "_Globals") -> TarEntry:
     raw_name = bytes(ffi.buffer(e.name, e.name_len))
     raw_link = bytes(ffi.buffer(e.linkname, e.linkname_len))
-    pax_global = _globals(e) if e.pax_global_len else {}
-    pax = dict(pax_global)
+    pax_global = globals_.of(e)
     if e.pax_len:
-        _parse_pax(bytes(ffi.buffer(e.pax, e.pax_len)), pax)
+        own = {}
+        _parse_pax(bytes(ffi.buffer(e.pax, e.pax_len)), own)
+        pax = ChainMap(own, pax_global) if pax_global else own
+    else:
+        pax = pax_global
     typeflag = chr(e.typeflag)
     if e.sparse_kind:
         sparse = [(e.sparse[i].offset, e.sparse[i].length) for i in range(e.sparse_count)]
@@ -244,6 +264,7 @@ class TarParser:
         self._ev = ffi.new("ls_tar_event *")
         self._consumed = ffi.new("size_t *")
         self._closed = False
+        self._globals = _Globals()
 
     @property
     def end_seen(self) -> bool:
@@ -259,7 +280,7 @@ class TarParser:
         ev = self._ev
         kind = _KINDS[ev.kind]
         if kind == "entry":
-            return TarEvent(kind, ev.offset, 0, b"", 0, _entry_from_c(lib.ls_tar_current(self._p)))
+            return TarEvent(kind, ev.offset, 0, b"", 0, _entry_from_c(lib.ls_tar_current(self._p), self._globals))
         data = bytes(ffi.buffer(ev.bytes, ev.length)) if (with_bytes and ev.length) else b""
         return TarEvent(kind, ev.offset, ev.length, data, ev.file_offset)
 
@@ -351,6 +372,7 @@ def iter_entries(fileobj: BinaryIO, bufsize: int = DEFAULT_BUFSIZE, max_ext: Opt
     nxt = lib.ls_tar_next
     helper = TarParser.__new__(TarParser)
     helper._p = p
+    globals_ = _Globals()
     for chunk, n in _read_chunks(fileobj, bufsize):
         with ffi.from_buffer("uint8_t[]", chunk) as cbuf:
             pos = 0
@@ -362,7 +384,7 @@ def iter_entries(fileobj: BinaryIO, bufsize: int = DEFAULT_BUFSIZE, max_ext: Opt
                 if rc < 0:
                     raise helper._error()
                 if ev.kind == ENTRY:
-                    yield _entry_from_c(lib.ls_tar_current(p))
+                    yield _entry_from_c(lib.ls_tar_current(p), globals_)
     while True:
         rc = lib.ls_tar_finish(p, ev)
         if rc == 0:
@@ -370,4 +392,4 @@ def iter_entries(fileobj: BinaryIO, bufsize: int = DEFAULT_BUFSIZE, max_ext: Opt
         if rc < 0:
             raise helper._error()
         if ev.kind == ENTRY:
-            yield _entry_from_c(lib.ls_tar_current(p))
+            yield _entry_from_c(lib.ls_tar_current(p), globals_)
