@@ -306,13 +306,6 @@ int ls_scan_finish(ls_scanner *s, uint8_t digest[32])
 {
     if (s->failed)
         return -1;
-    if (s->raw) {
-        if (s->chunk_len > 0 && emit_chunk(s) < 0) {
-            set_error(s, "out of memory recording a chunk", s->position, "");
-            return -1;
-        }
-        s->in_entry = 0;
-    }
     while (!s->raw) {
         ls_tar_event ev;
         int r = ls_tar_finish(s->tar, &ev);
@@ -325,7 +318,9 @@ int ls_scan_finish(ls_scanner *s, uint8_t digest[32])
         if (on_event(s, &ev) < 0)
             return -1;
     }
-    if (s->trailing) {
+    if (s->raw || s->trailing) {
+        /* the pseudo-entry (the whole stream, or the bytes after the end of
+         * the archive) ends with the stream: its last chunk is complete */
         if (s->chunk_len > 0 && emit_chunk(s) < 0) {
             set_error(s, "out of memory recording a chunk", s->position, "");
             return -1;

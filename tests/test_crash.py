@@ -34,33 +34,17 @@ def layer(seed, files=12, max_size=600_000):
 
 
 CHILD = r"""
-import io, os, signal, sys, functools
+import io, sys, functools
 sys.path.insert(0, sys.argv[1])
 root, point, nth, seed = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 sys.path.insert(0, sys.argv[6])
 from test_crash import layer
 from layerstore import packs, catalog, store as store_mod
 
-calls = {"n": 0}
+from killpoints import die_on_nth as _die, half_index, half_pwrite
 
-def die_on_nth(fn, before=True, partial=None):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == nth:
-            if partial is not None:
-                partial(*args, **kwargs)
-            os.kill(os.getpid(), signal.SIGKILL)
-        return fn(*args, **kwargs)
-    return wrapper
-
-def half_pwrite(fd, parts, offset):
-    data = b"".join(bytes(p) for p in parts)
-    os.pwrite(fd, data[: len(data) // 2], offset)
-
-def half_index(directory, pack_id, data):
-    with open(os.path.join(directory, pack_id + ".idx.tmp"), "wb") as f:
-        f.write(data[: len(data) // 2])
+def die_on_nth(fn, partial=None):
+    return _die(fn, nth, partial=partial)
 
 if point == "pack-append":
     packs._pwrite_all = die_on_nth(packs._pwrite_all, partial=half_pwrite)

@@ -902,23 +902,11 @@ from layerstore import catalog, gc, packs
 from layerstore.store import Store
 root, point, nth = sys.argv[2], sys.argv[3], int(sys.argv[4])
 s = Store.open(root)
-calls = {"n": 0}
+sys.path.insert(0, sys.argv[5])
+from killpoints import die_on_nth as _die, half_index
 
-def die_on_nth(fn, when=lambda *a, **k: True, partial=None):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if when(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == nth:
-                if partial is not None:
-                    partial(*args, **kwargs)
-                os.kill(os.getpid(), signal.SIGKILL)
-        return fn(*args, **kwargs)
-    return wrapper
-
-def half_index(directory, pack_id, data):
-    with open(os.path.join(directory, pack_id + ".idx.tmp"), "wb") as f:
-        f.write(data[: len(data) // 2])
+def die_on_nth(fn, when=None, partial=None):
+    return _die(fn, nth, when=when, partial=partial)
 
 if point == "copy":
     packs.PackWriter._append = die_on_nth(packs.PackWriter._append)
@@ -948,7 +936,8 @@ def test_sigkill_during_repack_loses_nothing(tmp_path, point, nth):
     with Store.open(root) as s:
         s.remove(f"{REPO}/drop:1")
         s.prune()
-    proc = subprocess.run([sys.executable, "-c", REPACK_CHILD, SRC, str(root), point, str(nth)],
+    proc = subprocess.run([sys.executable, "-c", REPACK_CHILD, SRC, str(root), point, str(nth),
+                           str(Path(__file__).resolve().parent)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
     with Store.open(root) as s:
