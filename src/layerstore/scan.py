@@ -16,16 +16,14 @@ Threads: with ``threads=2`` the stream digest is computed on a second thread
 while the C scanner parses, chunks and hashes chunks on the calling thread;
 both run without the GIL.
 """
-import concurrent.futures
 import os
 import struct
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, NamedTuple, Optional
 
-from . import chunking
+from . import chunking, workers
 from ._native import ffi, lib
 from .errors import LayerStoreError, TarFormatError
 from .hashing import Sha256
@@ -185,24 +183,6 @@ class ScanBatch:
         return self._source._slice(chunk.offset, chunk.length)
 
 
-_POOL = None
-_POOL_LOCK = threading.Lock()
-
-
-def _hash_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Process-wide threads for stream digests (one per CPU, at least 2):
-    a scanner keeps at most one hash job in flight, so scanners running on
-    several threads at once share it without starving each other."""
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                _POOL = concurrent.futures.ThreadPoolExecutor(
-                    max(2, os.cpu_count() or 1), thread_name_prefix="layerstore-hash"
-                )
-    return _POOL
-
-
 class LayerScanner:
     """Incremental scanner of one layer tar stream (or, with ``raw=True``, of
     any blob: no tar parsing, the whole stream chunked as one file).
@@ -267,7 +247,7 @@ class LayerScanner:
             return
         if self._hasher is not None:
             self._wait_hash()
-            self._pending_hash = _hash_pool().submit(self._hasher.update, view)
+            self._pending_hash = workers.pool("hash").submit(self._hasher.update, view)
         self._buffers.append((self._position, view))
         self._position += len(view)
         done = 0

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 
-from . import chunking, mediatypes, recipe
+from . import chunking, mediatypes, recipe, workers
 from .catalog import Catalog
 from .errors import (
     BlobNotFoundError,
@@ -60,7 +60,7 @@ from .manifest import Descriptor
 from .packs import CODEC_NAMES, MAX_RAW_LENGTH, PackLocation, PackSet
 from .recipe import ChunkRef, Recipe
 from .decompress import Decompressor
-from .scan import LayerScanner, _hash_pool
+from .scan import LayerScanner
 
 __all__ = ["Store", "BlobInfo", "LayerInfo", "VerifyReport", "default_store_path"]
 
@@ -268,7 +268,7 @@ class _Chunks:
         fresh = [c.digest for c in chunks if c.digest not in self.new]
         known = self.store._live_chunks(fresh) if fresh else set()
         add = self.store._packs.add
-        pool = _hash_pool()
+        pool = workers.pool("io")
         refs, new, pending = self.refs, self.new, self._pending
         for c in chunks:
             d = c.digest
@@ -797,7 +797,7 @@ class BlobReader(io.RawIOBase):
         and verified on worker threads up to ``_READ_AHEAD`` chunks ahead."""
         chunks = self._rec.chunks
         store = self._store
-        pool = _hash_pool()
+        pool = workers.pool("io")
         locs: Dict[bytes, tuple] = {}
         window = 256
         next_fetch = 0
@@ -844,7 +844,7 @@ class BlobReader(io.RawIOBase):
     def _hash(self, piece):
         if self._hashing is not None:
             self._hashing.result()
-        self._hashing = _hash_pool().submit(self._hasher.update, piece)
+        self._hashing = workers.pool("hash").submit(self._hasher.update, piece)
 
     def readinto(self, b) -> int:
         while not self._buf:

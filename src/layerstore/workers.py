@@ -1,0 +1,26 @@
+"""Process-wide worker threads for the work that runs beside the caller's
+thread: ``"hash"`` for stream digests (each stream keeps at most one job in
+flight), ``"io"`` for chunk compression with pack writes, and chunk reads.
+They are separate so that a stream digest never waits behind a queue of
+pack writes. The C core and the codecs release the GIL, so the threads run
+in parallel with the caller."""
+import concurrent.futures
+import os
+import threading
+
+_POOLS = {}
+_LOCK = threading.Lock()
+
+
+def pool(kind: str) -> concurrent.futures.ThreadPoolExecutor:
+    """The executor for ``kind`` (``"hash"`` or ``"io"``), one thread per
+    CPU and at least two, created on first use."""
+    executor = _POOLS.get(kind)
+    if executor is None:
+        with _LOCK:
+            executor = _POOLS.get(kind)
+            if executor is None:
+                executor = _POOLS[kind] = concurrent.futures.ThreadPoolExecutor(
+                    max(2, os.cpu_count() or 1), thread_name_prefix=f"layerstore-{kind}"
+                )
+    return executor
