@@ -18,7 +18,6 @@ import random
 import sqlite3
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -27,7 +26,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from conftest import corpus_path
+from conftest import corpus_path, make_tar
 from layerstore import recipe
 from layerstore.errors import ImageNotFoundError, StoreError
 from layerstore.gc import ImageInUseError, StoreBusyError, live_leases
@@ -50,14 +49,7 @@ def files(seed, n, lo=2_000, hi=120_000, prefix="f"):
 
 
 def tar_of(entries) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
+    return make_tar(entries, mtime=0)
 
 
 def _put(blobs, data: bytes) -> dict:

@@ -10,30 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import corpus_path
+from conftest import corpus_path, make_tar
 from layerstore import chunking
 from layerstore.errors import TarFormatError
 from layerstore.scan import LayerScanner, assemble, scan_layer
 
 SMALL = dict(min_size=1024, avg_size=4096, max_size=16384)
-
-
-def make_tar(files, fmt=tarfile.PAX_FORMAT):
-    """files: list of (name, bytes or None for a directory)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as tf:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.mtime = 1_600_000_000
-            if data is None:
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tf.addfile(info)
-            else:
-                info.size = len(data)
-                info.mode = 0o644
-                tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def rebuild(scan, stream):

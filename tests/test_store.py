@@ -8,24 +8,13 @@ import tarfile
 
 import pytest
 
-from conftest import corpus_path
+from conftest import corpus_path, make_tar
 from layerstore.errors import BlobNotFoundError, CorruptBlobError, DigestMismatchError, TarFormatError
 from layerstore.store import Store
 
 
 def sha(data):
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def make_tar(files):
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in files:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 1_600_000_000
-            tf.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 def trailing_padding(layer):
