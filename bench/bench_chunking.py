@@ -23,6 +23,8 @@ import time
 
 import pytest
 
+from common import scaled
+
 from layerstore.chunking import (
     DEFAULT_AVG_SIZE,
     DEFAULT_MAX_SIZE,
@@ -31,8 +33,8 @@ from layerstore.chunking import (
     chunk_boundaries,
 )
 
-SIZE = 64 * 1024 * 1024
-ROUNDS = 7
+SIZE = scaled(64 << 20, 4 << 20)
+ROUNDS = scaled(7, 2)
 PARAMS = dict(min_size=DEFAULT_MIN_SIZE, avg_size=DEFAULT_AVG_SIZE, max_size=DEFAULT_MAX_SIZE)
 
 

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import pytest
 
-from common import CORPUS, mb_per_s
+from common import CORPUS, mb_per_s, scaled
 
 from layerstore.store import Store
 
-SYNTHETIC_MB = int(os.environ.get("LAYERSTORE_BENCH_GC_MB", "64"))
+SYNTHETIC_MB = int(os.environ.get("LAYERSTORE_BENCH_GC_MB", scaled("64", "8")))
 REPO = "bench.example/gc"
 
 

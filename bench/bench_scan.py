@@ -18,11 +18,13 @@ import tarfile
 
 import pytest
 
-from common import BENCH_DIR, CORPUS, hashlib_mb_per_s, mb_per_s
+from common import BENCH_DIR, CORPUS, hashlib_mb_per_s, mb_per_s, scaled
 
 from layerstore.scan import scan_layer
 
-SYNTHETIC_SIZE = 256 << 20
+SYNTHETIC_SIZE = scaled(256 << 20, 8 << 20)
+# Files of 16 MiB in the generated stream of the memory benchmark (1 GiB).
+RSS_FILES = scaled(64, 2)
 
 
 _SIXTEEN = bytes(b"etaoinshrdlucmfw"[i % 16] for i in range(256))
@@ -81,7 +83,7 @@ def _run_scan(benchmark, data, threads, label):
     def scan():
         return scan_layer(io.BytesIO(data), threads=threads)
 
-    rounds = max(3, min(50, (512 << 20) // len(data)))
+    rounds = scaled(max(3, min(50, (512 << 20) // len(data))), 1)
     result = benchmark.pedantic(scan, rounds=rounds, iterations=1, warmup_rounds=1)
     rate = mb_per_s(len(data), benchmark.stats.stats.min)
     oracle = hashlib_mb_per_s(data)
@@ -116,8 +118,8 @@ from common import peak_rss, reset_peak_rss
 from layerstore.scan import scan_layer
 
 class GeneratedTar(io.RawIOBase):
-    # A 1 GiB tar generated on the fly: 64 files of 16 MiB of pseudo-random bytes.
-    def __init__(self, files=64, size=16 << 20):
+    # A tar generated on the fly: files of 16 MiB of pseudo-random bytes.
+    def __init__(self, files=int(sys.argv[2]), size=16 << 20):
         import random, tarfile
         self.blocks = []
         self.rnd = random.Random(5)
@@ -160,7 +162,7 @@ def test_scan_1gib_peak_rss(benchmark):
     src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
     def run():
-        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, src, BENCH_DIR], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", _RSS_CHILD, src, str(RSS_FILES), BENCH_DIR], check=True, capture_output=True, text=True)
         return json.loads(out.stdout)
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
@@ -171,5 +173,5 @@ def test_scan_1gib_peak_rss(benchmark):
         peak_rss_above_baseline_mib=round(above, 1),
         mb_per_s=round(mb_per_s(result["size"], benchmark.stats.stats.min), 1),
     )
-    assert result["size"] == 64 * (16 << 20) + 64 * 512 + 1024
+    assert result["size"] == RSS_FILES * ((16 << 20) + 512) + 1024
     assert above < 64, f"peak RSS {above:.1f} MiB above baseline"

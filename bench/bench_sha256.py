@@ -13,13 +13,13 @@ import os
 
 import pytest
 
-from common import hashlib_mb_per_s
+from common import hashlib_mb_per_s, scaled
 
 from layerstore import hashing
 from layerstore._native import ffi, lib
 
-SIZE = 64 << 20
-ROUNDS = 5
+SIZE = scaled(64 << 20, 4 << 20)
+ROUNDS = scaled(5, 2)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,13 @@ from pathlib import Path
 import pytest
 
 from bench_scan import synthetic_layer
-from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s
+from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s, scaled
 
 from layerstore.store import Store
 
-LAYER_SIZE = int(os.environ.get("LAYERSTORE_BENCH_LAYER_MB", "128")) << 20
+LAYER_SIZE = int(os.environ.get("LAYERSTORE_BENCH_LAYER_MB", scaled("128", "8"))) << 20
+# Files of 16 MiB in the generated layer of the memory benchmark (1 GiB).
+RSS_FILES = scaled(64, 2)
 
 
 @pytest.fixture(scope="module")
@@ -189,14 +191,14 @@ from common import peak_rss, reset_peak_rss
 from layerstore.store import Store
 
 class GeneratedTar(io.RawIOBase):
-    # 1 GiB tar generated on the fly: 64 files of 16 MiB, distinct content.
+    # A tar generated on the fly: files of 16 MiB, distinct content.
     def __init__(self):
         self.rnd = random.Random(5)
         self.pattern = self.rnd.randbytes(1 << 20)
         self.it = self._gen()
         self.pending = memoryview(b"")
     def _gen(self):
-        for i in range(64):
+        for i in range(int(sys.argv[3])):
             info = tarfile.TarInfo(f"f{i}")
             info.size = 16 << 20
             yield info.tobuf(format=tarfile.USTAR_FORMAT)
@@ -228,7 +230,7 @@ print(json.dumps({"size": info.size, "base_kib": base, "peak_kib": peak}))
 def test_ingest_1gib_layer_peak_rss(benchmark, store_dir):
     def run():
         out = subprocess.run(
-            [sys.executable, "-c", _RSS_CHILD, str(PROJECT_ROOT / "src"), str(store_dir / f"s{time.monotonic_ns()}"), BENCH_DIR],
+            [sys.executable, "-c", _RSS_CHILD, str(PROJECT_ROOT / "src"), str(store_dir / f"s{time.monotonic_ns()}"), str(RSS_FILES), BENCH_DIR],
             check=True, capture_output=True, text=True,
         )
         return json.loads(out.stdout)
@@ -243,7 +245,7 @@ def test_ingest_1gib_layer_peak_rss(benchmark, store_dir):
     assert above < 128, f"peak RSS {above:.1f} MiB above baseline"
 
 
-CATALOG_CHUNKS = int(os.environ.get("LAYERSTORE_BENCH_CATALOG_CHUNKS", str(10_000_000)))
+CATALOG_CHUNKS = int(os.environ.get("LAYERSTORE_BENCH_CATALOG_CHUNKS", str(scaled(10_000_000, 50_000))))
 
 
 def test_open_and_lookup_in_large_catalog(benchmark, store_dir):

@@ -1,5 +1,12 @@
-"""Helpers shared by the benchmarks: corpus location and same-run oracles."""
+"""Helpers shared by the benchmarks: corpus location, quick mode and
+same-run oracles.
+
+Quick mode (``LAYERSTORE_BENCH_QUICK=1``, what ``.ci/run`` uses): every
+benchmark runs on inputs a few MiB in size, so the suite finishes in about a
+minute and cannot rot; its figures are not the ones to report.
+"""
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -8,6 +15,13 @@ BENCH_DIR = str(Path(__file__).resolve().parent)
 CORPUS = PROJECT_ROOT.parent / "shared" / "corpus"
 
 MB = 1_000_000
+
+QUICK = os.environ.get("LAYERSTORE_BENCH_QUICK", "") not in ("", "0")
+
+
+def scaled(full, quick):
+    """``quick`` in quick mode, else ``full``."""
+    return quick if QUICK else full
 
 
 def mb_per_s(nbytes, seconds):
