@@ -754,3 +754,25 @@ def test_save_destination_errors_and_file_mode(store, tmp_path):
         os.umask(old)
     assert stat_mod.S_IMODE(out.stat().st_mode) == 0o644
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".layerstore-save-")]
+
+
+@pytest.mark.parametrize("case", ["small-amd64.podman.docker-archive.tar", "small-amd64-umoci.oci-gzip"])
+def test_layer_first_stored_as_opaque_blob_loads(store, case):
+    """A layer blob ingested earlier under a non-layer media type is held as
+    raw chunks; loading an image that uses it upgrades it to a layer instead
+    of refusing the image."""
+    path = corpus_path("images", case)
+    files = input_files(path)
+    layers = [data for data in files.values() if data[:2] == b"\x1f\x8b" or data[257:262] == b"ustar"]
+    assert layers
+    for data in layers:
+        assert store.ingest(io.BytesIO(data), media_type="application/octet-stream").kind == "raw"
+    loaded = store.load(path, name=REPO)
+    assert loaded
+    for layer in [layer for img in loaded for layer in img.layers]:
+        info = store.stat(layer.digest)
+        assert info.diff_id == layer.diff_id and info.kind != "raw"
+        assert store.layer_info(layer.diff_id).entries > 0
+    for data in layers:
+        assert store.read_blob(sha(data)) == data
+    assert store.verify().ok

@@ -413,3 +413,48 @@ def test_recovery_never_cuts_entries_the_catalog_references(tmp_path):
         with pytest.raises(CorruptBlobError):
             store.read_blob(db)
         assert not store.verify().ok
+
+
+@pytest.mark.parametrize("compress", [None, "gzip"])
+def test_raw_blob_becomes_layer_when_ingested_as_one(tmp_path, compress):
+    """A layer tar first ingested under a non-layer media type is held as
+    raw chunks; ingesting it again as a layer upgrades it in place: kind,
+    diff ID and entries change, the raw chunks lose their references and a
+    prune reclaims them, and the bytes still come back exact."""
+    rnd = random.Random(7)
+    layer = make_tar([(f"f{i}", rnd.randbytes(rnd.randrange(1, 200_000))) for i in range(12)])
+    blob = gzip.compress(layer, mtime=0) if compress else layer
+    layer_type = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
+    with Store.open(tmp_path / "s") as store:
+        first = store.ingest(io.BytesIO(blob), media_type="application/octet-stream")
+        assert first.kind == "raw" and first.diff_id is None
+        # a non-layer media type (or the same one) leaves it as it is
+        assert store.ingest(io.BytesIO(blob), expected_digest=sha(blob), media_type="application/json").kind == "raw"
+        info = store.ingest(io.BytesIO(blob), expected_digest=sha(blob), media_type=layer_type)
+        assert info.digest == sha(blob)
+        assert info.kind == (compress or "layer")
+        assert info.diff_id == sha(layer) and info.entries == 12
+        assert store.stat(sha(blob)).media_type == layer_type
+        assert store.read_blob(sha(blob)) == blob
+        assert store.read_blob(sha(layer)) == layer
+        assert store.layer_info(sha(layer)).entries == 12
+        report = store.verify()  # recounts every chunk's references from the recipes
+        assert report.ok, report.problems
+        # An uncompressed layer's raw chunks are now at zero references (the
+        # next prune deletes them); a gzip blob is kept as the same raw
+        # chunks as before, which stay referenced.
+        con = store._catalog._con()
+        unreferenced = con.execute("SELECT count(*) FROM chunks WHERE refs <= 0").fetchone()[0]
+        assert (unreferenced == 0) if compress else (unreferenced > 0)
+
+
+def test_raw_blob_without_media_type_is_upgraded_by_content(store):
+    layer = make_tar([("a", b"x" * 5000)])
+    assert store.ingest(io.BytesIO(layer), media_type="application/octet-stream").kind == "raw"
+    info = store.ingest(io.BytesIO(layer), expected_digest=sha(layer))
+    assert info.kind == "layer" and info.diff_id == sha(layer) and info.entries == 1
+    # a raw blob that is not a tar stays raw
+    other = b"not a tar" * 100
+    store.ingest(io.BytesIO(other), media_type="application/octet-stream")
+    assert store.ingest(io.BytesIO(other), expected_digest=sha(other)).kind == "raw"
+    assert store.verify().ok

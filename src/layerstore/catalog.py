@@ -257,6 +257,22 @@ class Catalog:
         )
         return cur.rowcount == 1
 
+    def upgrade_raw_blob(self, cur, digest, media_type, kind, diff_id, entries, recipe) -> Optional[bytes]:
+        """Turn a blob stored as raw chunks into a layer (or compressed
+        layer) blob: its row takes the new kind, diff ID, entry count and
+        recipe (and ``media_type`` unless None). Returns the old recipe, whose
+        chunk references the caller drops; None (nothing changed) when the
+        blob is absent or not raw."""
+        row = cur.execute("SELECT kind, recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        if row is None or row[0] != "raw":
+            return None
+        cur.execute(
+            "UPDATE blobs SET media_type = coalesce(?, media_type), kind = ?, diff_id = ?, entries = ?, recipe = ? "
+            "WHERE digest = ?",
+            (media_type, kind, diff_id, entries, recipe, digest),
+        )
+        return row[1]
+
     def iter_blobs(self) -> Iterator[tuple]:
         yield from self._con().execute(
             "SELECT digest, size, media_type, kind, diff_id, entries, recipe, created FROM blobs ORDER BY digest"

@@ -592,6 +592,12 @@ class _Importer:
     def _has(self, d: str) -> bool:
         return d in self.infos or self.batch.has(d)
 
+    def _has_layer(self, d: str) -> bool:
+        """True when ``d`` is held as a layer (a blob with a diff ID); a blob
+        stored earlier as raw chunks is not, and is ingested again so that
+        the store upgrades it."""
+        return self._has(d) and self._stat(d).diff_id is not None
+
     def _stat(self, d: str):
         info = self.infos.get(d)
         if info is not None:
@@ -710,7 +716,7 @@ class _Importer:
 
     def _import_blob(self, layout: _Layout, ld: Descriptor, where: str, diff_id: Optional[Digest]) -> LayerStatus:
         name = layout.blob(ld.digest)
-        if self._has(ld.digest):
+        if self._has_layer(ld.digest) if diff_id is not None else self._has(ld.digest):
             info = self._stat(ld.digest)
             status = ALREADY_EXISTS
         else:
@@ -782,7 +788,7 @@ class _Importer:
             lname = _clean_name(self.inp.source, path)
             if not self.inp.has(lname):
                 raise MissingContentError(self.inp.source, lname, f"layer {j} ({where}.Layers[{j}]) is not in the archive")
-            if self._has(diff_id):
+            if self._has_layer(diff_id):
                 status = ALREADY_EXISTS
             else:
                 # The file may be compressed: the store tells from its bytes.

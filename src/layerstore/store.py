@@ -483,9 +483,22 @@ class Store(LifecycleMixin, ImagesMixin):
         if expected_digest is not None:
             parse_digest(expected_digest, algorithms=("sha256",))
         with self._lease():  # gc.py: collections wait for it before deleting
-            if expected_digest is not None and self._has_live(expected_digest):
+            if expected_digest is not None and self._has_as(expected_digest, media_type):
                 return self.stat(expected_digest)
             return self._commit(self._prepare(source, expected_digest, media_type, None))[-1]
+
+    def _has_as(self, digest: str, media_type: Optional[str]) -> bool:
+        """True when the blob is stored (and not condemned) in a form an
+        ingest with ``media_type`` would not change: any blob for a
+        non-layer media type; for a layer media type or none, only a blob
+        not stored as raw chunks (a raw blob that turns out to be a layer
+        tar is upgraded to a layer by the ingest)."""
+        if not self._has_live(digest):
+            return False
+        if media_type and mediatypes.layer_compression(media_type) is None:
+            return True
+        row = self._catalog.get_blob(digest)
+        return row is not None and row[3] != KIND_RAW
 
     def batch(self) -> "Batch":
         """A :class:`Batch`: blobs staged together and made visible in one
@@ -569,9 +582,17 @@ class Store(LifecycleMixin, ImagesMixin):
             for rec in records:
                 self._catalog.add_chunks(cur, rec.new_chunks)
             for rec in records:
+                old = None
                 if not self._catalog.add_blob(cur, rec.digest, rec.recipe.size, rec.media_type, rec.kind,
                                               rec.diff_id, rec.entries, rec.encoded):
-                    continue
+                    # Present already: kept as it is, unless it was stored as
+                    # raw chunks and is now known to be a layer.
+                    if rec.kind == KIND_RAW:
+                        continue
+                    old = self._catalog.upgrade_raw_blob(cur, rec.digest, rec.media_type, rec.kind, rec.diff_id,
+                                                         rec.entries, rec.encoded)
+                    if old is None:
+                        continue
                 distinct = list({r.digest: None for r in rec.recipe.chunks})
                 missing = self._catalog.missing_chunks(cur, distinct)
                 if missing:
@@ -580,6 +601,11 @@ class Store(LifecycleMixin, ImagesMixin):
                         "vanished during ingest"
                     )
                 self._catalog.add_refs(cur, distinct)
+                if old is not None:
+                    # The raw chunks lose this blob's references; a prune
+                    # deletes those that no other blob uses.
+                    dropped = recipe.decode(old, what=f"recipe of {rec.digest}")
+                    self._catalog.add_refs(cur, list({r.digest: None for r in dropped.chunks}), -1)
             self._revive(cur, [rec.digest for rec in records])
             if extra is not None:
                 extra(cur)
@@ -715,7 +741,7 @@ class Batch:
             parse_digest(expected_digest, algorithms=("sha256",))
             if expected_digest in self._records:
                 return _info(self._records[expected_digest])
-            if self.store._has_live(expected_digest):
+            if self.store._has_as(expected_digest, media_type):
                 return self.store.stat(expected_digest)
         records = self.store._prepare(source, expected_digest, media_type, self._shared)
         for rec in records:
