@@ -365,6 +365,9 @@ def main(argv=None):
     ap.add_argument("--work", help="scratch folder (default: a new temporary folder, removed at the end)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)
+    unknown = [k for k in (t.strip() for t in args.tools.split(",")) if k not in TOOLS]
+    if unknown:
+        ap.error(f"unknown tool {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
 
     work = Path(args.work or tempfile.mkdtemp(prefix="layerstore-peers-"))
     work.mkdir(parents=True, exist_ok=True)
