@@ -942,3 +942,35 @@ def test_sigkill_during_repack_loses_nothing(tmp_path, point, nth):
         for _p, _m, blobs in keep:
             assert_exports(s, blobs)
     assert abs(disk_bytes(root) - disk_bytes(ref)) <= 0.01 * disk_bytes(ref), (disk_bytes(root), disk_bytes(ref))
+
+
+def test_repack_reencodes_linked_chunks_whose_group_head_died(tmp_path):
+    """Small compressible files are stored as linked groups (each chunk
+    compressed against the ones before it). When the files that head the
+    groups die, repack moves the live members re-encoded alone, and they
+    read back exact."""
+    rnd = random.Random(11)
+    words = [b"usr", b"lib", b"share", b"python3", b"dist-packages", b"__init__.py", b"\n", b" = ", b"import"]
+
+    def text(n):
+        out = bytearray()
+        while len(out) < n:
+            out += rnd.choice(words)
+        return bytes(out[:n])
+
+    contents = [(f"pkg/m{i}.py", text(rnd.randrange(500, 9000))) for i in range(40)]
+    first = tar_of(contents)                         # every file: heads and members
+    kept = tar_of(contents[20:] + [("own", text(3000))])  # the later half only
+    root = tmp_path / "s"
+    with Store.open(root) as s:
+        s.ingest(io.BytesIO(first))
+        codecs = [c for (c,) in catalog(s).execute("SELECT codec FROM chunks")]
+        assert 3 in codecs
+        path, digest, _ = image(tmp_path, "kept", [kept])
+        s.load(path, name="example.test/kept:1")
+        s.prune()  # the untagged first layer goes; its chunks that only it used die
+        r = s.repack(threshold=0.0)
+        assert r.packs_deleted
+        assert s.read_blob(sha(kept)) == kept
+        report = s.verify()
+        assert report.ok, report.problems

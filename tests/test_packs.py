@@ -893,3 +893,117 @@ def test_reader_in_use_survives_cache_eviction(tmp_path):
         assert r.read(l0, d0) == c0  # still open while in use
     assert ps.read(l0, d0) == c0
     ps.close()
+
+
+# --- linked groups (lz4: small chunks compressed against the ones before them) ----------
+
+def _texty(rnd, n):
+    """Compressible bytes sharing vocabulary across calls (as small files of
+    one package do): words from a fixed list."""
+    words = [b"lib", b"usr", b"share", b"python3", b"config", b"version", b"=", b"\n", b"debian", b"x86_64"]
+    out = bytearray()
+    while len(out) < n:
+        out += rnd.choice(words) + rnd.choice([b" ", b"/", b"\n"])
+    return bytes(out[:n])
+
+
+def _small_chunks(seed, count=60):
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(count):
+        data = _texty(rnd, rnd.randrange(200, 12_000)) if rnd.random() < 0.8 else rnd.randbytes(rnd.randrange(1, 3000))
+        out.append((hashlib.sha256(data).digest(), data))
+    out.append((hashlib.sha256(b"L" * 200_000).digest(), b"L" * 200_000))  # a large chunk ends a group
+    out += [(hashlib.sha256(d).digest(), d) for d in (_texty(rnd, 5000), _texty(rnd, 7000))]
+    return out
+
+
+def test_linked_groups_round_trip_and_shrink_more(tmp_path):
+    items = _small_chunks(1)
+    ps = PackSet(tmp_path / "packs", codec="lz4")
+    locs = ps.add_many(items)
+    codecs = [l.codec for l in locs]
+    assert 3 in codecs  # CODEC_LZ4_LINKED
+    # each linked entry's stored bytes start with the distance back to its group's head
+    for loc, (d, data) in zip(locs, items):
+        assert loc.raw_length == len(data)
+    # reads in order, in reverse and at random give the plaintext (SHA-256 checked)
+    order = list(range(len(items)))
+    for seq in (order, order[::-1], random.Random(2).sample(order, len(order))):
+        fresh = PackSet(tmp_path / "packs", codec="lz4") if seq is not order else ps
+        for i in seq:
+            d, data = items[i]
+            assert fresh.read(locs[i], expected_digest=d, verify_sha256=True) == data
+    # smaller than each chunk compressed alone (the lz4 oracle)
+    alone = sum(len(lz4.block.compress(data, store_size=False)) if len(lz4.block.compress(data, store_size=False))
+                <= len(data) - max(1, len(data) // 16) else len(data) for _, data in items)
+    assert sum(l.stored_length for l in locs) < alone
+    ps.close()
+
+
+def test_linked_entries_only_with_lz4(tmp_path):
+    for codec in ("zstd", "none"):
+        ps = PackSet(tmp_path / codec, codec=codec)
+        assert 3 not in {l.codec for l in ps.add_many(_small_chunks(3))}
+        ps.close()
+
+
+def test_linked_group_index_rebuild_and_verify(tmp_path):
+    items = _small_chunks(4)
+    ps = PackSet(tmp_path / "packs", codec="lz4")
+    locs = ps.add_many(items)
+    pack_id = locs[0].pack_id
+    ps.close()  # seals
+    idx = tmp_path / "packs" / f"{pack_id}.idx"
+    sealed = idx.read_bytes()
+    idx.unlink()
+    rebuild_index(tmp_path / "packs" / f"{pack_id}.pack")
+    assert idx.read_bytes() == sealed
+    with PackReader.open(tmp_path / "packs" / f"{pack_id}.pack") as r:
+        for e in r.iter_entries(verify_data=True):
+            assert hashlib.sha256(r.read(e.offset, verify_sha256=True)).digest() == e.digest
+
+
+def test_damaged_group_head_fails_its_linked_members_only(tmp_path):
+    items = _small_chunks(5)
+    ps = PackSet(tmp_path / "packs", codec="lz4")
+    locs = ps.add_many(items)
+    ps.flush()
+    linked = next(i for i, l in enumerate(locs) if l.codec == 3)
+    head_off = locs[linked].offset - struct.unpack_from("<I", _stored_bytes(tmp_path, locs[linked]))[0]
+    head = next(i for i, l in enumerate(locs) if l.offset == head_off)
+    ps.close()
+    path = tmp_path / "packs" / f"{locs[0].pack_id}.pack"
+    raw = bytearray(path.read_bytes())
+    raw[head_off + 64] ^= 0x40  # a stored byte of the head entry
+    path.write_bytes(bytes(raw))
+    ps = PackSet(tmp_path / "packs", codec="lz4")
+    with pytest.raises(CorruptBlobError, match="checksum mismatch") as exc:
+        ps.read(locs[linked], expected_digest=items[linked][0], verify_sha256=True)
+    assert f"offset {head_off}" in str(exc.value)
+    with pytest.raises(CorruptBlobError):
+        ps.read(locs[head])
+    after_large = next(i for i, (_d, data) in enumerate(items) if len(data) == 200_000)
+    for i in range(after_large, len(items)):  # other groups read fine
+        assert ps.read(locs[i], expected_digest=items[i][0], verify_sha256=True) == items[i][1]
+    ps.close()
+
+
+def test_linked_entry_with_impossible_distance(tmp_path):
+    """A linked entry whose (checksummed) distance points before the first
+    entry is refused, not followed."""
+    data = _texty(random.Random(6), 4000)
+    body = lz4.block.compress(data, store_size=False)
+    stored = struct.pack("<I", 10_000) + body
+    w = PackWriter.create(tmp_path, codec="lz4")
+    loc = w._append(hashlib.sha256(data).digest(), len(data), 3, stored)
+    w.seal()
+    with PackReader.open(tmp_path / f"{loc.pack_id}.pack") as r:
+        with pytest.raises(CorruptBlobError, match="group head"):
+            r.read(loc)
+
+
+def _stored_bytes(tmp_path, loc):
+    with open(tmp_path / "packs" / f"{loc.pack_id}.pack", "rb") as f:
+        f.seek(loc.offset + 64)
+        return f.read(loc.stored_length)

@@ -59,8 +59,8 @@ from .digest import Digest
 from .errors import (CorruptBlobError, ImageNotFoundError, LayerStoreError, PackFormatError,
                      StoreError)
 from .manifest import ImageIndex, Manifest, parse_document
-from .packs import (ENTRY_HEADER_SIZE, PACK_HEADER_SIZE, PackIndex, PackLocation, PackReader, PackWriter,
-                    _fsync_dir, _parse_entry_header, _pread_exact, _same_file, _try_lock)
+from .packs import (CODEC_LZ4_LINKED, ENTRY_HEADER_SIZE, PACK_HEADER_SIZE, PackIndex, PackLocation, PackReader,
+                    PackWriter, _fsync_dir, _parse_entry_header, _pread_exact, _same_file, _try_lock)
 from .reference import parse
 
 __all__ = [
@@ -1070,13 +1070,25 @@ class LifecycleMixin:
                         if why:
                             problems.append(f"pack {info.pack_id} offset {offset}: chunk {digest.hex()}: {why}")
                             continue
+                        if codec == CODEC_LZ4_LINKED:
+                            # compressed against its group: re-encoded alone,
+                            # since the group's other entries may not move
+                            try:
+                                plain = reader.read(PackLocation(info.pack_id, offset, slen, length, codec),
+                                                    expected_digest=bytes(digest), verify_sha256=True)
+                            except LayerStoreError as exc:
+                                problems.append(f"pack {info.pack_id} offset {offset}: chunk {digest.hex()}: {exc}")
+                                continue
                         if writer is None or writer.size >= self._packs.max_pack_size:
                             if writer is not None:
                                 writer.seal()
                             writer = PackWriter.create(self._packs.directory, self._packs.codec,
                                                        self._packs.buffer_size)
                             written.append(writer.pack_id)
-                        loc = writer._append(bytes(digest), length, codec, entry[ENTRY_HEADER_SIZE:])
+                        if codec == CODEC_LZ4_LINKED:
+                            loc = writer.add(bytes(digest), plain)
+                        else:
+                            loc = writer._append(bytes(digest), length, codec, entry[ENTRY_HEADER_SIZE:])
                         moves.append((digest, info.pack_id, offset, loc, slen))
             if writer is not None:
                 writer.seal()
@@ -1097,9 +1109,11 @@ class LifecycleMixin:
                 for name in (old_pack, loc.pack_id):
                     if name not in ids:
                         ids[name] = self._catalog.pack_id(cur, name)
-                params.append((ids[loc.pack_id], loc.offset, digest, ids[old_pack], old_offset))
-            cur.executemany("UPDATE chunks SET pack = ?, offset = ? WHERE digest = ? AND pack = ? AND offset = ?",
-                            params)
+                # stored length and codec change for a linked chunk re-encoded alone
+                params.append((ids[loc.pack_id], loc.offset, loc.stored_length, loc.codec, digest, ids[old_pack],
+                               old_offset))
+            cur.executemany("UPDATE chunks SET pack = ?, offset = ?, stored_length = ?, codec = ? "
+                            "WHERE digest = ? AND pack = ? AND offset = ?", params)
             return [info.pack_id for info in chosen if not self._pack_referenced(cur, info.pack_id)]
 
     @staticmethod

@@ -49,7 +49,7 @@ import struct
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional
 
 import lz4.block
 import xxhash
@@ -58,7 +58,7 @@ import zstandard
 from .errors import CorruptBlobError, PackFormatError, PackLockedError
 
 __all__ = [
-    "CODEC_LZ4", "CODEC_NAMES", "CODEC_NONE", "CODEC_ZSTD",
+    "CODEC_LZ4", "CODEC_LZ4_LINKED", "CODEC_NAMES", "CODEC_NONE", "CODEC_ZSTD", "ENTRY_CODEC_NAMES",
     "DEFAULT_MAX_PACK_SIZE", "MAX_RAW_LENGTH",
     "PackEntry", "PackIndex", "PackInfo", "PackLocation", "PackProblem",
     "PackReader", "PackSet", "PackWriter", "RecoveryAction",
@@ -79,6 +79,17 @@ CODEC_LZ4 = 1
 CODEC_ZSTD = 2
 CODEC_NAMES = {CODEC_NONE: "none", CODEC_LZ4: "lz4", CODEC_ZSTD: "zstd"}
 _CODEC_IDS = {name: cid for cid, name in CODEC_NAMES.items()}
+#: Entry codec of a small chunk that an lz4 pack set compressed against the
+#: chunks written just before it (its *group*; docs/format.md, "Linked
+#: entries"). Not a codec a store or writer is configured with.
+CODEC_LZ4_LINKED = 3
+ENTRY_CODEC_NAMES = {**CODEC_NAMES, CODEC_LZ4_LINKED: "lz4-linked"}
+#: Chunks below this many bytes are grouped; a group takes members while
+#: its plaintext is under LINK_GROUP_SIZE bytes.
+LINK_MAX_CHUNK = 64 << 10
+LINK_GROUP_SIZE = 128 << 10
+_LINK_WINDOW = 64 << 10  # LZ4 sees at most the last 64 KiB of its dictionary
+_MAX_LINK_DISTANCE = 4 << 20
 
 #: Largest plaintext one entry may hold (bytes).
 MAX_RAW_LENGTH = 64 << 20
@@ -286,8 +297,48 @@ def _encode(data, cid):
     return CODEC_NONE, data
 
 
+def _encode_run(items, cid):
+    """Encode chunks that will be appended one after the other, in order:
+    ``items`` is ``[(digest, data)]``; returns ``[(digest, raw length,
+    codec id, stored, joins)]``, ``joins`` True for an entry that belongs to
+    the group of the entry before it (nothing may come between them).
+
+    With lz4, consecutive chunks smaller than LINK_MAX_CHUNK form groups: the
+    first is encoded alone (the group's head); each next one, while the
+    group holds less than LINK_GROUP_SIZE bytes of plaintext, is compressed
+    with the plaintext of the members before it as LZ4 dictionary (its last
+    64 KiB) and stored as CODEC_LZ4_LINKED: a u32 distance back to the
+    head's entry, then the LZ4 block. A member that does not shrink by 1/16
+    is stored as CODEC_NONE and still belongs to the group's history."""
+    out = []
+    history = None  # plaintext of the open group, or None
+    distance = 0    # from the open group's head entry to the next entry
+    for digest, data in items:
+        data = _as_bytes_like(data)
+        n = len(data)
+        if n > MAX_RAW_LENGTH:
+            raise ValueError(f"chunk of {n} bytes exceeds the {MAX_RAW_LENGTH}-byte maximum")
+        small = cid == CODEC_LZ4 and 0 < n < LINK_MAX_CHUNK
+        joins = small and history is not None and len(history) < LINK_GROUP_SIZE
+        if joins:
+            body = _lz4_compress(data, store_size=False, dict=bytes(history[-_LINK_WINDOW:]))
+            if 4 + len(body) <= n - max(1, n >> 4):
+                codec, stored = CODEC_LZ4_LINKED, _U32.pack(distance) + body
+            else:
+                codec, stored = CODEC_NONE, data
+            history += data
+        else:
+            codec, stored = _encode(data, cid)
+            history = bytearray(data) if small else None
+            distance = 0
+        distance += ENTRY_HEADER_SIZE + len(stored)
+        out.append((bytes(digest), n, codec, stored, joins))
+    return out
+
+
 def _decode(stored, codec, raw_length):
-    """Plaintext of ``stored``; raises ValueError-like codec errors."""
+    """Plaintext of ``stored`` (not for CODEC_LZ4_LINKED, which needs its
+    group); raises ValueError-like codec errors."""
     if codec == CODEC_NONE:
         return bytes(stored)
     if codec == CODEC_LZ4:
@@ -310,7 +361,7 @@ def _parse_entry_header(buf, pos=0):
     if codec == CODEC_NONE:
         if stored != raw:
             return "stored length differs from raw length for codec none"
-    elif codec == CODEC_LZ4 or codec == CODEC_ZSTD:
+    elif codec == CODEC_LZ4 or codec == CODEC_ZSTD or codec == CODEC_LZ4_LINKED:
         if not 0 < stored < raw:
             return "compressed entry not smaller than its raw length"
     else:
@@ -713,6 +764,10 @@ class PackReader:
         self.pack_id = pack_id
         self._fd = fd
         self._owns_fd = owns_fd
+        # (head offset, end offset, last 64 KiB of plaintext) of the linked
+        # group decoded last
+        self._group = None
+        self._group_lock = threading.Lock()
 
     @classmethod
     def open(cls, path) -> "PackReader":
@@ -799,14 +854,76 @@ class PackReader:
             raise self._corrupt("stored bytes cut short by end of pack", offset, digest)
         if _xxh3(data) != xx:
             raise self._corrupt("stored bytes checksum mismatch", offset, digest)
-        try:
-            plain = _decode(data, codec, raw)
-        except Exception as exc:  # lz4/zstd raise their own error types
-            raise self._corrupt(f"cannot decompress ({CODEC_NAMES[codec]}): {exc}", offset, digest) from None
+        if codec == CODEC_LZ4_LINKED:
+            plain = self._read_linked(offset, data, raw, digest)
+        else:
+            try:
+                plain = _decode(data, codec, raw)
+            except Exception as exc:  # lz4/zstd raise their own error types
+                raise self._corrupt(f"cannot decompress ({CODEC_NAMES[codec]}): {exc}", offset, digest) from None
         if len(plain) != raw:
             raise self._corrupt(f"decompressed to {len(plain)} bytes, header says {raw}", offset, digest)
         if verify_sha256 and hashlib.sha256(plain).digest() != digest:
             raise self._corrupt("plaintext does not hash to the entry's digest", offset, digest)
+        return plain
+
+    def _read_linked(self, offset, data, raw, digest) -> bytes:
+        """Plaintext of the CODEC_LZ4_LINKED entry at ``offset`` whose stored
+        bytes (already checked against their xxh3) are ``data``: the entries
+        of its group from the head up to it are read in one ``pread`` and
+        decoded in order (each header and xxh3 checked) to rebuild the LZ4
+        dictionary. The last group decoded is remembered, so reading a
+        group's members in order decodes each once."""
+        distance = _U32.unpack_from(data)[0]
+        head = offset - distance
+        if distance < ENTRY_HEADER_SIZE or distance > _MAX_LINK_DISTANCE or head < PACK_HEADER_SIZE:
+            raise self._corrupt(f"linked entry: group head {distance} bytes back is impossible", offset, digest)
+        with self._group_lock:
+            cached = self._group
+        if cached is not None and cached[0] == head and cached[1] <= offset:
+            pos, history = cached[1], bytearray(cached[2])
+        else:
+            pos, history = head, bytearray()
+        buf = _pread_exact(self._fd, offset - pos, pos)
+        mv = memoryview(buf)
+        i = 0
+        while pos + i < offset:
+            at = pos + i
+            if i + ENTRY_HEADER_SIZE > len(buf):
+                raise self._corrupt(f"linked entry: its group is cut at offset {at}", offset, digest)
+            h = _parse_entry_header(buf, i)
+            if type(h) is str:
+                raise self._corrupt(f"linked entry: group entry at offset {at}: {h}", offset, digest)
+            codec, n, s, _d, xx = h
+            stored = mv[i + ENTRY_HEADER_SIZE:i + ENTRY_HEADER_SIZE + s]
+            if len(stored) != s or pos + i + ENTRY_HEADER_SIZE + s > offset:
+                raise self._corrupt(f"linked entry: group entry at offset {at} overlaps it", offset, digest)
+            if _xxh3(stored) != xx:
+                raise self._corrupt(f"linked entry: group entry at offset {at}: stored bytes checksum mismatch",
+                                    offset, digest)
+            history += self._decode_member(at, head, stored, codec, n, history, offset, digest)
+            if len(history) > 2 * _LINK_WINDOW:
+                del history[:-_LINK_WINDOW]
+            i += ENTRY_HEADER_SIZE + s
+        plain = self._decode_member(offset, head, data, CODEC_LZ4_LINKED, raw, history, offset, digest)
+        history += plain
+        with self._group_lock:
+            self._group = (head, offset + ENTRY_HEADER_SIZE + len(data), bytes(history[-_LINK_WINDOW:]))
+        return plain
+
+    def _decode_member(self, at, head, stored, codec, n, history, offset, digest) -> bytes:
+        try:
+            if codec == CODEC_LZ4_LINKED:
+                if _U32.unpack_from(stored)[0] != at - head or at == head:
+                    raise ValueError(f"entry at offset {at} belongs to another group")
+                plain = _lz4_decompress(stored[4:], uncompressed_size=n, dict=bytes(history[-_LINK_WINDOW:]))
+            else:
+                plain = _decode(stored, codec, n)
+        except Exception as exc:  # lz4/zstd raise their own error types
+            raise self._corrupt(f"cannot decompress linked group entry at offset {at}: {exc}", offset, digest) from None
+        if len(plain) != n:
+            raise self._corrupt(f"linked group entry at offset {at} decompressed to {len(plain)} bytes, header "
+                                f"says {n}", offset, digest)
         return plain
 
     def iter_entries(self, verify_data: bool = False, problems: Optional[list] = None,
@@ -1013,7 +1130,7 @@ class PackIndex:
                 raise PackFormatError("index records not in strictly increasing digest order", self.path)
             prev = d
             counts[d[0]] += 1
-            if (loc.codec not in CODEC_NAMES or loc.offset < PACK_HEADER_SIZE
+            if (loc.codec not in ENTRY_CODEC_NAMES or loc.offset < PACK_HEADER_SIZE
                     or loc.end > self.pack_length or loc.raw_length > MAX_RAW_LENGTH):
                 raise PackFormatError(f"impossible index record for digest {d.hex()}", self.path)
         total = 0
@@ -1158,6 +1275,34 @@ class PackSet:
                 self._writer = None
                 w.seal()
             return loc
+
+    def add_many(self, items, compress: bool = True) -> List[PackLocation]:
+        """Append chunks ``items`` = ``[(digest, data)]`` one after the other
+        to the active pack; returns their locations in order. With an lz4
+        pack set, small consecutive chunks are compressed in groups (see
+        :func:`_encode_run`), so they shrink more than one by one; each
+        still has its own entry. Compression runs outside the set's lock;
+        the entries are appended under it, contiguously."""
+        items = list(items)
+        for digest, _data in items:
+            if len(digest) != 32:
+                raise ValueError("digest must be 32 bytes")
+        encoded = _encode_run(items, self._cid if compress else CODEC_NONE)
+        with self._lock:
+            if self._closed:
+                raise ValueError("pack set is closed")
+            locs = []
+            for k, (d, n, c, s, _joins) in enumerate(encoded):
+                w = self._writer
+                if w is None or w.closed:
+                    w = self._writer = PackWriter.create(self.directory, self._cid, self.buffer_size)
+                locs.append(w._append(d, n, c, s))
+                # a full pack is sealed between groups, never inside one
+                next_joins = k + 1 < len(encoded) and encoded[k + 1][4]
+                if not next_joins and (w.size >= self.max_pack_size or w.entry_count >= self.max_pack_entries):
+                    self._writer = None
+                    w.seal()
+            return locs
 
     def flush(self, sync: bool = True) -> Optional[int]:
         """Flush the active pack; with ``sync``, every location returned by

@@ -242,18 +242,19 @@ class _Record:
 
 class _Chunks:
     """Chunks of one blob being ingested: dedup against the catalog and
-    against chunks this ingest (or its batch) already wrote. New chunks are
-    compressed and appended to this process's pack on worker threads, so the
-    scan of the next buffer overlaps them; at most ``_IN_FLIGHT`` are
-    pending at once."""
+    against chunks this ingest (or its batch) already wrote. The new chunks
+    of each scanner batch are compressed and appended to this process's pack
+    by one job on a worker thread, so the scan of the next buffer overlaps
+    them; at most ``_IN_FLIGHT`` jobs are pending at once."""
 
-    _IN_FLIGHT = 64
+    _IN_FLIGHT = 8
 
     def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None, compress: bool = True):
         self.store = store
         self.compress = compress
-        # digest -> PackLocation or a Future of one: chunks written by this
-        # ingest or by earlier blobs of the same batch
+        # digest -> PackLocation, or the Future of the job writing it (its
+        # result maps digest -> PackLocation): chunks written by this ingest
+        # or by earlier blobs of the same batch
         self.new: Dict[bytes, object] = shared if shared is not None else {}
         self.own: Dict[bytes, object] = {}
         self.refs: List[ChunkRef] = []
@@ -265,20 +266,30 @@ class _Chunks:
         :meth:`record`)."""
         if not chunks:
             return
-        fresh = [c.digest for c in chunks if c.digest not in self.new]
+        new = self.new
+        fresh = [c.digest for c in chunks if c.digest not in new]
         known = self.store._live_chunks(fresh) if fresh else set()
-        add = self.store._packs.add
-        pool = workers.pool("io")
-        refs, new, pending = self.refs, self.new, self._pending
+        refs = self.refs
+        todo = {}
         for c in chunks:
             d = c.digest
             refs.append(ChunkRef(c.offset, c.length, d))
-            if d not in known and d not in new:
-                fut = pool.submit(add, d, data_of(c), self.compress)
-                new[d] = self.own[d] = fut
-                pending.append(fut)
-                if len(pending) > self._IN_FLIGHT:
-                    pending.popleft().result()
+            if d not in known and d not in new and d not in todo:
+                todo[d] = data_of(c)
+        if not todo:
+            return
+        fut = workers.pool("io").submit(self._write, todo, self.compress)
+        own = self.own
+        for d in todo:
+            new[d] = own[d] = fut
+        pending = self._pending
+        pending.append(fut)
+        if len(pending) > self._IN_FLIGHT:
+            pending.popleft().result()
+
+    def _write(self, todo, compress) -> Dict[bytes, PackLocation]:
+        locs = self.store._packs.add_many(todo.items(), compress)
+        return dict(zip(todo, locs))
 
     def locations(self) -> Dict[bytes, PackLocation]:
         """Wait for the pending writes; digest -> PackLocation of the chunks
@@ -286,7 +297,7 @@ class _Chunks:
         out = {}
         for d, loc in self.own.items():
             if not isinstance(loc, PackLocation):
-                loc = loc.result()
+                loc = loc.result()[d]
             out[d] = loc
         self._pending.clear()
         return out
