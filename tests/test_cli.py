@@ -585,3 +585,21 @@ def test_readme_session_works_when_pasted_into_a_shell(tmp_path):
     assert "A /smallapp/VERSION.txt" in out
     assert out.rstrip().endswith(": ok")  # fsck
     assert (tmp_path / "data" / "layerstore" / "store.json").is_file()
+
+
+def test_codec_of_a_new_store_and_a_mismatch(tmp_path):
+    """--codec picks the compression of a new store; df names it; opening
+    the store with another codec is refused with one error line (exit 5)."""
+    store = tmp_path / "z"
+    run(None, "--store", store, "--codec", "zstd", "load", corpus_path("images", "small-amd64.podman.docker-archive.tar"))
+    out, _ = run(store, "df")
+    assert "(after zstd compression)" in out.decode()
+    z = run_json(store, "df")
+    plain = tmp_path / "l"
+    run(plain, "load", corpus_path("images", "small-amd64.podman.docker-archive.tar"))
+    assert "(after lz4 compression)" in run(plain, "df")[0].decode()
+    assert z["logical_bytes"] == run_json(plain, "df")["logical_bytes"]
+    assert z["stored_bytes"] < run_json(plain, "df")["stored_bytes"]
+    _, err = run(None, "--store", store, "--codec", "lz4", "images", expect=5)
+    assert "codec" in one_error_line(err)
+    run(None, "--store", store, "--codec", "zstd", "images")  # the same codec is fine

@@ -136,6 +136,7 @@ class State:
 
     def __init__(self):
         self.store_path: Optional[str] = None
+        self.codec: Optional[str] = None
         self.format = "table"
         self.quiet = False
         self.debug = False
@@ -151,7 +152,7 @@ class State:
             path = Path(self.store_path) if self.store_path else default_store_path()
             what = self.what
             self.doing("open store", path)
-            self._store = _CliStore.open(path)
+            self._store = _CliStore.open(path, codec=self.codec)
             self.what = what
         return self._store
 
@@ -428,18 +429,23 @@ class _Group(click.Group):
 @click.option("--store", "store_path", metavar="PATH",
               help="Store directory (default: $LAYERSTORE_PATH, else $XDG_DATA_HOME/layerstore, "
                    "else ~/.local/share/layerstore).")
+@click.option("--codec", type=click.Choice(["lz4", "zstd", "none"]), default=None,
+              help="Compression of the chunks of a new store (default lz4; zstd keeps about a quarter fewer "
+                   "bytes, ingests about a fifth slower). Fixed when the store is created; an existing store "
+                   "refuses a different one.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Output of listing commands: a table for people or JSON for scripts.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only IDs or names; no progress bars.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(__version__, "--version", prog_name="layerstore", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx, store_path, fmt, quiet, debug):
+def cli(ctx, store_path, codec, fmt, quiet, debug):
     """A content-addressed, deduplicating store for container image
     layers: load, save and inspect images as docker does, look inside
     them without a container, and keep the store healthy."""
     state: State = ctx.ensure_object(State)
     state.store_path = store_path
+    state.codec = codec
     state.format = fmt
     state.quiet = quiet
     state.debug = debug
@@ -864,7 +870,8 @@ def df(state: State, verbose, fmt):
       layerstore df --format json
     """
     state.doing("df")
-    usage = state.store().df()
+    store = state.store()
+    usage = store.df()
     if state.fmt(fmt) == "json":
         _print_json(usage)
         return
@@ -876,7 +883,7 @@ def df(state: State, verbose, fmt):
         click.echo(f"Blobs: {usage.blobs}, chunks: {usage.chunks}")
         click.echo(f"Logical bytes: {human_size(usage.logical_bytes)} (what reading every blob returns)")
         click.echo(f"Unique bytes: {human_size(usage.unique_bytes)} (distinct content)")
-        click.echo(f"Stored bytes: {human_size(usage.stored_bytes)} (after compression)")
+        click.echo(f"Stored bytes: {human_size(usage.stored_bytes)} (after {store.codec} compression)")
         click.echo(f"Dedup ratio: {usage.dedup_ratio:.2f}x, compression ratio: {usage.compression_ratio:.2f}x")
         click.echo(f"Packs: {usage.pack_files} files, {human_size(usage.pack_bytes)} "
                    f"({human_size(usage.dead_pack_bytes)} dead); catalog: {human_size(usage.catalog_bytes)}")
