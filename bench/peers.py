@@ -22,7 +22,12 @@ tar-split skopeo``). Inputs:
 
 Each round runs every tool once on a fresh repository, in a rotated order
 (so no tool always runs first or last); the table gives the median of the
-rounds. Stored bytes are the apparent sizes of every file the tool wrote
+rounds. Times are wall times of whole processes, start-up included: on the
+small real set (4 MB) layerstore's Python start-up (about 0.25 s) dominates,
+so quote figures from the full-size set. "largest call MB/s" is the rate of
+the call on the largest input of a tool called once per input; it leaves
+out the start-up of the other calls, and depends on how much of that input
+is new to the repository. Stored bytes are the apparent sizes of every file the tool wrote
 (repository, indexes, catalog; not caches outside the repository). Peak
 RSS is the largest of the tool's processes, from GNU time (Debian package
 ``time``) when installed, else ``os.wait4`` (which then includes this
@@ -154,7 +159,7 @@ class Layerstore(Tool):
 
     def __init__(self, codec="lz4"):
         self.codec = codec
-        self.name = "layerstore" if codec == "lz4" else f"layerstore ({codec})"
+        self.name = "layerstore" if codec == "lz4" else f"layerstore-{codec}"
 
     def version(self):
         from layerstore import __version__
@@ -171,7 +176,7 @@ class Layerstore(Tool):
 class LayerstoreLoad(Tool):
     """Every docker-archive loaded in one process by ``Store.load``."""
 
-    name = "layerstore load"
+    name = "layerstore-load"
     input_kind = "archives"
 
     def version(self):
@@ -307,7 +312,7 @@ TOOLS = {
     "casync": Casync,
     "tar-split": TarSplit,
     "sha256sum": lambda: Digest("sha256sum", ["sha256sum"]),
-    "openssl": lambda: Digest("openssl dgst -sha256", ["openssl", "dgst", "-sha256"]),
+    "openssl": lambda: Digest("openssl", ["openssl", "dgst", "-sha256"]),
     "layerstore-load": LayerstoreLoad,
     "skopeo": Skopeo,
 }
@@ -341,7 +346,7 @@ def collect_inputs(args, work: Path):
             p = d / f"{args.synthetic}-{i}.tar"
             p.write_bytes(t)
             paths.append(p)
-        return {"layers": paths, "archives": []}, f"synthetic {args.synthetic} ({inputs.SYNTHETIC_MB} MiB per tree)"
+        return {"layers": paths, "archives": []}, f"synthetic {args.synthetic} (seeded, LAYERSTORE_BENCH_TREE_MB={inputs.SYNTHETIC_MB})"
     images = Path(args.images) if args.images else inputs.images_dir()
     layers = inputs.real_layers(images)
     if not layers:
@@ -360,7 +365,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", help="folder of docker-archives (default: LAYERSTORE_BENCH_IMAGES or ../shared/corpus/images)")
     ap.add_argument("--synthetic", choices=["small-files", "large-files", "base-derived"], help="use a synthetic set instead")
-    ap.add_argument("--rounds", type=int, default=3, help="runs per tool (median reported; default 3)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per tool, at least 1 (median reported; default 3)")
     ap.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of: {', '.join(TOOLS)}")
     ap.add_argument("--work", help="scratch folder (default: a new temporary folder, removed at the end)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
@@ -368,6 +373,8 @@ def main(argv=None):
     unknown = [k for k in (t.strip() for t in args.tools.split(",")) if k not in TOOLS]
     if unknown:
         ap.error(f"unknown tool {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     work = Path(args.work or tempfile.mkdtemp(prefix="layerstore-peers-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -383,6 +390,8 @@ def main(argv=None):
                 print(f"skipped {tool.name}: no {tool.input_kind} in this input set", file=sys.stderr)
             else:
                 tools.append(tool)
+        if not tools:
+            sys.exit("peers.py: none of the chosen tools can run on this input set")
         warm(sets["layers"] + sets["archives"])
         runs = {t.name: [] for t in tools}
         for rnd in range(args.rounds):
@@ -396,7 +405,8 @@ def main(argv=None):
         rows = summarize(tools, runs, sets, sizes)
         print(f"\nMachine: {machine()}")
         print(f"Input: {described}: layers {len(sets['layers'])} files, {sizes['layers']:,} B; "
-              f"archives {len(sets['archives'])} files, {sizes['archives']:,} B. Median of {args.rounds} rounds.\n")
+              f"archives {len(sets['archives'])} files, {sizes['archives']:,} B. "
+              f"{'Median of %d rounds' % args.rounds if args.rounds > 1 else 'One round'}.\n")
         print(table(rows))
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine(), "input": described, "sizes": sizes,
@@ -427,7 +437,7 @@ def summarize(tools, runs, sets, sizes):
                 row["largest_call_mb_per_s"] = sizes_by_call[k] / min(r.calls[k] for r in rs) / MB
         rows.append(row)
     for row in rows:
-        ref = next((r for r in rows if r["tool"] == ("layerstore" if row["input"] == "layers" else "layerstore load")), None)
+        ref = next((r for r in rows if r["tool"] == ("layerstore" if row["input"] == "layers" else "layerstore-load")), None)
         if ref and ref is not row:
             row["speed_vs_layerstore"] = row["mb_per_s"] / ref["mb_per_s"]
             if row["stored_bytes"] is not None:

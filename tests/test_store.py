@@ -458,3 +458,21 @@ def test_raw_blob_without_media_type_is_upgraded_by_content(store):
     store.ingest(io.BytesIO(other), media_type="application/octet-stream")
     assert store.ingest(io.BytesIO(other), expected_digest=sha(other)).kind == "raw"
     assert store.verify().ok
+
+
+def test_close_closes_every_catalog_connection(tmp_path):
+    """Worker threads open catalog connections of their own; close() closes
+    them all, so no descriptor of the catalog stays open and SQLite removes
+    the write-ahead log at once (a store's size on disk is then final)."""
+    root = tmp_path / "s"
+    rnd = random.Random(9)
+    layers = [make_tar([(f"f{i}", rnd.randbytes(rnd.randrange(1, 300_000))) for i in range(8)]) for _ in range(3)]
+    with Store.open(root) as store:
+        for layer in layers:
+            store.ingest(io.BytesIO(gzip.compress(layer, mtime=0)))
+        for layer in layers:
+            assert store.read_blob(sha(layer)) == layer
+    import os
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert not [f for f in open_files if f.startswith(str(root / "catalog.db"))]
+    assert not (root / "catalog.db-wal").exists()

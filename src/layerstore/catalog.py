@@ -81,6 +81,7 @@ class Catalog:
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
+        self._cons: List[sqlite3.Connection] = []  # every connection opened, in any thread
         self._pack_ids: Dict[str, int] = {}
         self._pack_names: Dict[int, str] = {}
         self._lock = threading.Lock()
@@ -104,13 +105,20 @@ class Catalog:
             con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA foreign_keys=OFF")
             self._local.con = con
+            with self._lock:
+                self._cons.append(con)
         return con
 
     def close(self):
-        con = getattr(self._local, "con", None)
-        if con is not None:
+        """Close every connection this catalog opened, in whichever thread
+        (worker threads open their own), so that SQLite checkpoints and
+        removes the write-ahead log now rather than when they are collected.
+        No other thread may be using the catalog."""
+        with self._lock:
+            cons, self._cons = self._cons, []
+            self._local = threading.local()
+        for con in cons:
             con.close()
-            self._local.con = None
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Cursor]:
