@@ -430,9 +430,8 @@ class _Group(click.Group):
               help="Store directory (default: $LAYERSTORE_PATH, else $XDG_DATA_HOME/layerstore, "
                    "else ~/.local/share/layerstore).")
 @click.option("--codec", type=click.Choice(["lz4", "zstd", "none"]), default=None,
-              help="Compression of the chunks of a new store (default lz4; zstd keeps about a quarter fewer "
-                   "bytes, ingests about a fifth slower). Fixed when the store is created; an existing store "
-                   "refuses a different one.")
+              help="Compression of the chunks of a new store (default lz4; zstd keeps about a fifth fewer "
+                   "bytes). Fixed when the store is created; an existing store refuses a different one.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="Output of listing commands: a table for people or JSON for scripts.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only IDs or names; no progress bars.")
