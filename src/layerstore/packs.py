@@ -767,10 +767,10 @@ class PackReader:
         self.pack_id = pack_id
         self._fd = fd
         self._owns_fd = owns_fd
-        # (head offset, end offset, last 32 KiB of plaintext) of the linked
-        # group decoded last
-        self._group = None
-        self._group_lock = threading.Lock()
+        # per thread (threads read different runs at once): .g = (head
+        # offset, end offset, last 32 KiB of plaintext) of the linked group
+        # that thread decoded last
+        self._groups = threading.local()
 
     @classmethod
     def open(cls, path) -> "PackReader":
@@ -839,18 +839,57 @@ class PackReader:
             offset = operator.index(where)
             where = None
             buf = _pread_exact(fd, ENTRY_HEADER_SIZE, offset) if offset >= PACK_HEADER_SIZE else b""
+        if where is not None:
+            return self._plaintext(buf, offset, where, expected_digest, verify_sha256)
         if len(buf) < ENTRY_HEADER_SIZE:
             raise self._corrupt("entry header beyond end of pack or before first entry", offset, expected_digest)
         h = _parse_entry_header(buf)
         if type(h) is str:
             raise self._corrupt(h, offset, expected_digest)
         codec, raw, stored, digest, xx = h
-        if where is not None:
-            if stored != want or raw != where.raw_length or codec != where.codec:
-                raise self._corrupt("entry header does not match its location", offset, digest)
-            data = memoryview(buf)[ENTRY_HEADER_SIZE:]
-        else:
-            data = _pread_exact(fd, stored, offset + ENTRY_HEADER_SIZE)
+        data = _pread_exact(fd, stored, offset + ENTRY_HEADER_SIZE)
+        return self._checked(offset, codec, raw, stored, digest, xx, data, expected_digest, verify_sha256)
+
+    def read_run(self, locations, expected_digests, verify_sha256: bool = False) -> List[bytes]:
+        """Plaintexts of entries that follow each other in this pack
+        (``locations``, in offset order, each starting where the one before
+        it ends), read with one ``pread``; each is checked as :meth:`read`
+        checks it, against its ``expected_digests`` item (32 bytes or None).
+        Raises CorruptBlobError for the first entry that fails, ValueError
+        for locations that are not one contiguous run of this pack."""
+        fd = self._fd
+        if fd is None:
+            raise ValueError("pack reader is closed")
+        first = locations[0]
+        end = first.offset
+        for loc in locations:
+            if loc.pack_id != self.pack_id or loc.offset != end or not (
+                    isinstance(loc.stored_length, int) and 0 <= loc.stored_length <= MAX_RAW_LENGTH + (MAX_RAW_LENGTH >> 4)):
+                raise ValueError(f"locations are not one contiguous run of pack {self.pack_id}")
+            end = loc.offset + ENTRY_HEADER_SIZE + loc.stored_length
+        buf = memoryview(_pread_exact(fd, end - first.offset, first.offset) if first.offset >= PACK_HEADER_SIZE else b"")
+        out = []
+        for loc, d in zip(locations, expected_digests):
+            rel = loc.offset - first.offset
+            out.append(self._plaintext(buf[rel:rel + ENTRY_HEADER_SIZE + loc.stored_length], loc.offset, loc, d,
+                                       verify_sha256))
+        return out
+
+    def _plaintext(self, buf, offset, where, expected_digest, verify_sha256) -> bytes:
+        """Check and decode the entry whose header and stored bytes, as read
+        for location ``where``, are ``buf``."""
+        if len(buf) < ENTRY_HEADER_SIZE:
+            raise self._corrupt("entry header beyond end of pack or before first entry", offset, expected_digest)
+        h = _parse_entry_header(buf)
+        if type(h) is str:
+            raise self._corrupt(h, offset, expected_digest)
+        codec, raw, stored, digest, xx = h
+        if stored != where.stored_length or raw != where.raw_length or codec != where.codec:
+            raise self._corrupt("entry header does not match its location", offset, digest)
+        data = memoryview(buf)[ENTRY_HEADER_SIZE:]
+        return self._checked(offset, codec, raw, stored, digest, xx, data, expected_digest, verify_sha256)
+
+    def _checked(self, offset, codec, raw, stored, digest, xx, data, expected_digest, verify_sha256) -> bytes:
         if expected_digest is not None and digest != expected_digest:
             raise self._corrupt(f"entry holds digest {digest.hex()}", offset, expected_digest)
         if len(data) != stored:
@@ -868,7 +907,18 @@ class PackReader:
             raise self._corrupt(f"decompressed to {len(plain)} bytes, header says {raw}", offset, digest)
         if verify_sha256 and hashlib.sha256(plain).digest() != digest:
             raise self._corrupt("plaintext does not hash to the entry's digest", offset, digest)
+        if codec != CODEC_LZ4_LINKED and raw < LINK_MAX_CHUNK:
+            self._remember(offset, offset + ENTRY_HEADER_SIZE + stored, plain)
         return plain
+
+    def _remember(self, offset, end, plain):
+        """After decoding a small entry alone: it may head a linked group, or
+        continue the group remembered last (a member stored uncompressed)."""
+        g = getattr(self._groups, "g", None)
+        if g is not None and g[1] == offset:
+            self._groups.g = (g[0], end, (g[2] + plain)[-_LINK_WINDOW:])
+        else:
+            self._groups.g = (offset, end, bytes(plain[-_LINK_WINDOW:]))
 
     def _read_linked(self, offset, data, raw, digest) -> bytes:
         """Plaintext of the CODEC_LZ4_LINKED entry at ``offset`` whose stored
@@ -881,8 +931,7 @@ class PackReader:
         head = offset - distance
         if distance < ENTRY_HEADER_SIZE or distance > _MAX_LINK_DISTANCE or head < PACK_HEADER_SIZE:
             raise self._corrupt(f"linked entry: group head {distance} bytes back is impossible", offset, digest)
-        with self._group_lock:
-            cached = self._group
+        cached = getattr(self._groups, "g", None)
         if cached is not None and cached[0] == head and cached[1] <= offset:
             pos, history = cached[1], bytearray(cached[2])
         else:
@@ -910,8 +959,7 @@ class PackReader:
             i += ENTRY_HEADER_SIZE + s
         plain = self._decode_member(offset, head, data, CODEC_LZ4_LINKED, raw, history, offset, digest)
         history += plain
-        with self._group_lock:
-            self._group = (head, offset + ENTRY_HEADER_SIZE + len(data), bytes(history[-_LINK_WINDOW:]))
+        self._groups.g = (head, offset + ENTRY_HEADER_SIZE + len(data), bytes(history[-_LINK_WINDOW:]))
         return plain
 
     def _decode_member(self, at, head, stored, codec, n, history, offset, digest) -> bytes:
@@ -1278,6 +1326,19 @@ class PackSet:
                 self._writer = None
                 w.seal()
             return loc
+
+    def read_run(self, locations, expected_digests, verify_sha256: bool = False) -> List[bytes]:
+        """Plaintexts of contiguous entries of one pack, read with one
+        ``pread`` (see :meth:`PackReader.read_run`)."""
+        last = locations[-1]
+        w = self._writer
+        if w is not None and w.pack_id == last.pack_id and last.end > w.written_length():
+            self.flush(sync=False)
+        r = self._pin(last.pack_id)
+        try:
+            return r.read_run(locations, expected_digests, verify_sha256)
+        finally:
+            self._unpin(r)
 
     def add_many(self, items, compress: bool = True) -> List[PackLocation]:
         """Append chunks ``items`` = ``[(digest, data)]`` one after the other

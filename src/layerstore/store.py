@@ -57,7 +57,7 @@ from .hashing import Sha256
 from .gc import LifecycleMixin, VerifyReport
 from .images import ImagesMixin
 from .manifest import Descriptor
-from .packs import CODEC_NAMES, MAX_RAW_LENGTH, PackLocation, PackSet
+from .packs import CODEC_NAMES, ENTRY_HEADER_SIZE, MAX_RAW_LENGTH, PackLocation, PackSet
 from .recipe import ChunkRef, Recipe
 from .decompress import Decompressor
 from .scan import LayerScanner
@@ -701,21 +701,32 @@ class Store(LifecycleMixin, ImagesMixin):
     def _read_chunk(self, ref: ChunkRef, loc: tuple) -> bytes:
         """A chunk's plaintext, checked; every fault of the catalog row or of
         the pack is a CorruptBlobError naming the chunk."""
-        pack, offset, stored_length, length, codec = loc
-        what = f"chunk {ref.digest.hex()} in pack {pack}"
-        if length != ref.length:
-            raise CorruptBlobError(f"{what}: catalog length {length} != recipe length {ref.length}")
-        if not all(isinstance(v, int) for v in (offset, stored_length, length, codec)) or not (
-            0 <= offset and 0 <= stored_length <= MAX_RAW_LENGTH + (MAX_RAW_LENGTH >> 4) and 0 <= length <= MAX_RAW_LENGTH
-        ):
-            raise CorruptBlobError(f"{what}: catalog row is invalid ({offset!r}, {stored_length!r}, {length!r}, {codec!r})")
+        return self._read_run([ref], [loc])[0]
+
+    def _read_run(self, refs: List[ChunkRef], locs: List[tuple]) -> List[bytes]:
+        """Plaintexts of chunks whose catalog rows ``locs`` place them one
+        after the other in one pack, read with one ``pread`` and each
+        checked (``_read_chunk``)."""
+        where = []
+        for ref, (pack, offset, stored_length, length, codec) in zip(refs, locs):
+            what = f"chunk {ref.digest.hex()} in pack {pack}"
+            if length != ref.length:
+                raise CorruptBlobError(f"{what}: catalog length {length} != recipe length {ref.length}")
+            if not all(isinstance(v, int) for v in (offset, stored_length, length, codec)) or not (
+                0 <= offset and 0 <= stored_length <= MAX_RAW_LENGTH + (MAX_RAW_LENGTH >> 4) and 0 <= length <= MAX_RAW_LENGTH
+            ):
+                raise CorruptBlobError(f"{what}: catalog row is invalid ({offset!r}, {stored_length!r}, {length!r}, {codec!r})")
+            where.append(PackLocation(pack, offset, stored_length, length, codec))
         try:
-            return self._packs.read(
-                PackLocation(pack, offset, stored_length, length, codec), expected_digest=ref.digest, verify_sha256=True
-            )
+            if len(where) == 1:
+                return [self._packs.read(where[0], expected_digest=refs[0].digest, verify_sha256=True)]
+            return self._packs.read_run(where, [r.digest for r in refs], verify_sha256=True)
         except LayerStoreError:
             raise
         except (OSError, ValueError, KeyError) as exc:
+            what = f"chunk {refs[0].digest.hex()} in pack {where[0].pack_id}"
+            if len(refs) > 1:
+                what += f" (and the {len(refs) - 1} chunks after it)"
             raise CorruptBlobError(f"{what}: cannot read it: {exc}") from None
 
 
@@ -777,10 +788,6 @@ class Batch:
         self._shared.clear()
 
 
-def _resolve(item):
-    return item if isinstance(item, bytes) else item.result()
-
-
 def _blob_info(digest, size, media_type, kind, diff_id, entries) -> BlobInfo:
     return BlobInfo(
         media_type=media_type or _DEFAULT_MEDIA_TYPES[kind],
@@ -827,11 +834,17 @@ class BlobReader(io.RawIOBase):
             if self._lease is not None:
                 self._lease.release()
 
-    _READ_AHEAD = 16
+    # Chunks are read on worker threads in *runs*: chunks that follow each
+    # other in one pack (as the files of one layer usually do), up to
+    # _RUN_CHUNKS of them or _RUN_BYTES of plaintext, one job and one pread
+    # per run. Reading stays at most _AHEAD_BYTES of plaintext ahead.
+    _RUN_CHUNKS = 64
+    _RUN_BYTES = 1 << 20
+    _AHEAD_BYTES = 4 << 20
 
     def _generate(self):
         """The blob's pieces in order: segment bytes, and chunk plaintexts read
-        and verified on worker threads up to ``_READ_AHEAD`` chunks ahead."""
+        and verified on worker threads, in runs, ahead of the consumer."""
         chunks = self._rec.chunks
         store = self._store
         pool = workers.pool("io")
@@ -839,7 +852,30 @@ class BlobReader(io.RawIOBase):
         window = 256
         next_fetch = 0
         i = 0
-        ahead: deque = deque()  # bytes, or futures of chunk bytes, in blob order
+        # In blob order: bytes, or a slot [future of the run's plaintexts or
+        # None while the run is open, index in the run, length].
+        ahead: deque = deque()
+        pending = 0  # plaintext bytes of the slots in ``ahead``
+        run: list = []  # (ref, loc, slot) of the open run
+        run_bytes = 0
+
+        def submit():
+            nonlocal run, run_bytes
+            fut = pool.submit(store._read_run, [r for r, _l, _s in run], [l for _r, l, _s in run])
+            for k, (_r, _l, slot) in enumerate(run):
+                slot[0], slot[1] = fut, k
+            run, run_bytes = [], 0
+
+        def take():
+            nonlocal pending
+            item = ahead.popleft()
+            if isinstance(item, bytes):
+                return item
+            if item[0] is None:
+                submit()
+            pending -= item[2]
+            return item[0].result()[item[1]]
+
         try:
             for seg, ref in self._rec.pieces():
                 if ref is None:
@@ -855,15 +891,26 @@ class BlobReader(io.RawIOBase):
                         raise CorruptBlobError(
                             f"blob {self._digest}: chunk {ref.digest.hex()} at offset {ref.offset} is missing"
                         )
-                    ahead.append(pool.submit(store._read_chunk, ref, loc))
-                while len(ahead) > self._READ_AHEAD or (ahead and isinstance(ahead[0], bytes)):
-                    yield _resolve(ahead.popleft())
+                    if run:
+                        last = run[-1][1]
+                        # (rows are checked in _read_run; a damaged one only ends the run)
+                        follows = (loc[0] == last[0] and type(last[1]) is int and type(last[2]) is int
+                                   and loc[1] == last[1] + ENTRY_HEADER_SIZE + last[2])
+                        if not follows or len(run) >= self._RUN_CHUNKS or run_bytes >= self._RUN_BYTES:
+                            submit()
+                    slot = [None, 0, ref.length]
+                    run.append((ref, loc, slot))
+                    run_bytes += ref.length
+                    ahead.append(slot)
+                    pending += ref.length
+                while ahead and (isinstance(ahead[0], bytes) or pending > self._AHEAD_BYTES):
+                    yield take()
             while ahead:
-                yield _resolve(ahead.popleft())
+                yield take()
         finally:
             for item in ahead:
-                if not isinstance(item, bytes):
-                    item.cancel()
+                if not isinstance(item, bytes) and item[0] is not None:
+                    item[0].cancel()
 
     def _blocks(self, size=_READ_SIZE):
         """The blob in blocks of about ``size`` bytes (small pieces such as
