@@ -1007,3 +1007,41 @@ def _stored_bytes(tmp_path, loc):
     with open(tmp_path / "packs" / f"{loc.pack_id}.pack", "rb") as f:
         f.seek(loc.offset + 64)
         return f.read(loc.stored_length)
+
+
+def test_linked_entry_too_short_or_too_large_is_invalid(tmp_path):
+    """A codec 3 entry must hold its 4-byte distance and at least one byte,
+    and be under 64 KiB: otherwise its header is invalid (checksums right)."""
+    w = PackWriter.create(tmp_path, codec="lz4")
+    head = _texty(random.Random(8), 3000)
+    w._append(hashlib.sha256(head).digest(), len(head), CODEC_LZ4, lz4.block.compress(head, store_size=False))
+    short = w._append(b"\1" * 32, 100, 3, b"\x40\0")
+    big = w._append(b"\2" * 32, 70_000, 3, struct.pack("<I", 64) + b"x" * 100)
+    w.seal()
+    with PackReader.open(tmp_path / f"{short.pack_id}.pack") as r:
+        for loc in (short, big):
+            with pytest.raises(CorruptBlobError, match="linked entry"):
+                r.read(loc)
+    ps = PackSet(tmp_path, codec="lz4")
+    problems = ps.verify()  # the walk skips both invalid headers and says so
+    assert len(problems) >= 2, problems
+    ps.close()
+
+
+def test_group_with_too_much_plaintext_is_refused(tmp_path):
+    """Members compress well, so a crafted group can claim much plaintext in
+    few stored bytes; a reader stops at the writer's bound (192 KiB)."""
+    w = PackWriter.create(tmp_path, codec="lz4")
+    zeros = bytes(60_000)
+    for i in range(8):  # codec 1 members of 60,000 zero bytes: 480,000 B of plaintext
+        w._append(hashlib.sha256(zeros + bytes([i])).digest(), len(zeros), CODEC_LZ4,
+                  lz4.block.compress(zeros, store_size=False))
+    first = 40  # the first entry (docs/format.md: pack header of 40 bytes)
+    data = _texty(random.Random(9), 2000)
+    body = lz4.block.compress(data, store_size=False)
+    end = w.size
+    loc = w._append(hashlib.sha256(data).digest(), len(data), 3, struct.pack("<I", end - first) + body)
+    w.seal()
+    with PackReader.open(tmp_path / f"{loc.pack_id}.pack") as r:
+        with pytest.raises(CorruptBlobError, match="too large"):
+            r.read(loc)

@@ -9,7 +9,7 @@ import tarfile
 import pytest
 
 from conftest import corpus_path, make_tar
-from layerstore.errors import BlobNotFoundError, CorruptBlobError, DigestMismatchError, TarFormatError
+from layerstore.errors import BlobNotFoundError, CorruptBlobError, DigestMismatchError, LayerStoreError, TarFormatError
 from layerstore.store import Store
 
 
@@ -453,6 +453,7 @@ def test_raw_blob_without_media_type_is_upgraded_by_content(store):
     assert store.ingest(io.BytesIO(layer), media_type="application/octet-stream").kind == "raw"
     info = store.ingest(io.BytesIO(layer), expected_digest=sha(layer))
     assert info.kind == "layer" and info.diff_id == sha(layer) and info.entries == 1
+    assert info.media_type != "application/octet-stream"  # the layer kind's default, not the raw one's
     # a raw blob that is not a tar stays raw
     other = b"not a tar" * 100
     store.ingest(io.BytesIO(other), media_type="application/octet-stream")
@@ -476,3 +477,76 @@ def test_close_closes_every_catalog_connection(tmp_path):
     open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
     assert not [f for f in open_files if f.startswith(str(root / "catalog.db"))]
     assert not (root / "catalog.db-wal").exists()
+
+
+def test_threads_that_ended_do_not_keep_catalog_connections(tmp_path):
+    """A long-lived store used from a thread per request: the connection of
+    each thread that ended is closed, so descriptors stay bounded."""
+    import os
+    import threading
+
+    def catalog_fds():
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path))
+            except OSError:
+                pass
+        return n
+
+    with Store.open(tmp_path / "s") as store:
+        digest = store.ingest(io.BytesIO(b"x" * 1000)).digest
+        before = catalog_fds()
+        for _ in range(200):
+            t = threading.Thread(target=lambda: store.has(digest))
+            t.start()
+            t.join()
+        assert catalog_fds() <= before + 4
+    with pytest.raises(LayerStoreError, match="closed"):
+        store.has(digest)
+
+
+def test_reingest_of_a_raw_blob_that_is_no_layer_reads_only_its_head(store):
+    """A stored raw blob given again without a media type: 512 bytes tell it
+    is not a layer, and nothing more is read."""
+    data = random.Random(12).randbytes(1 << 20)
+    store.ingest(io.BytesIO(data), media_type="application/octet-stream")
+    src = io.BytesIO(data)
+    info = store.ingest(src, expected_digest=sha(data))
+    assert info.kind == "raw" and src.tell() <= 512
+    # gzip content that is not a tar, from a pipe-like (unseekable) source
+    gz = gzip.compress(b"not a tar " * 5000, mtime=0)
+    store.ingest(io.BytesIO(gz), media_type="application/octet-stream")
+
+    class Pipe(io.RawIOBase):
+        def __init__(self, b):
+            self.b = io.BytesIO(b)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buf):
+            return self.b.readinto(buf)
+
+    assert store.ingest(Pipe(gz), expected_digest=sha(gz)).kind == "raw"
+
+
+def test_batch_upgrades_a_blob_staged_as_raw(store):
+    """In one batch: a layer staged first as raw, then as a layer (directly,
+    and as the diff ID of a gzip layer): the commit stores the layer."""
+    rnd = random.Random(13)
+    layer = make_tar([(f"f{i}", rnd.randbytes(20_000)) for i in range(5)])
+    gz = gzip.compress(layer, mtime=0)
+    with store.batch() as b:
+        assert b.ingest(io.BytesIO(layer), media_type="application/octet-stream").kind == "raw"
+        assert b.ingest(io.BytesIO(gz)).diff_id == sha(layer)
+        assert b.stat(sha(layer)).kind == "layer"
+        assert b.ingest(io.BytesIO(layer), expected_digest=sha(layer),
+                        media_type="application/vnd.oci.image.layer.v1.tar").kind == "layer"
+        b.commit()
+    assert store.stat(sha(layer)).kind == "layer"
+    assert store.layer_info(sha(layer)).entries == 5
+    assert store.stat(sha(gz)).kind == "gzip"
+    assert store.read_blob(sha(layer)) == layer and store.read_blob(sha(gz)) == gz
+    report = store.verify()
+    assert report.ok, report.problems

@@ -23,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
@@ -66,6 +67,21 @@ CREATE INDEX IF NOT EXISTS blobs_by_diff_id ON blobs(diff_id);
 _BATCH = 500
 
 
+class _Held:
+    """One thread's connection. Only that thread's local storage holds it
+    (the catalog refers to it weakly), so the connection of a thread that
+    ended is closed when its storage goes (a connection itself may live on
+    in reference cycles until a garbage collection)."""
+
+    __slots__ = ("con", "__weakref__")
+
+    def __init__(self, con: sqlite3.Connection):
+        self.con = con
+
+    def __del__(self):
+        self.con.close()
+
+
 class Catalog:
     """Connection to a store's ``catalog.db``.
 
@@ -81,7 +97,10 @@ class Catalog:
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
-        self._cons: List[sqlite3.Connection] = []  # every connection opened, in any thread
+        # every connection still open, in any thread; weakly, so that the
+        # connection of a thread that ended goes with its local storage
+        self._held: "weakref.WeakSet[_Held]" = weakref.WeakSet()
+        self._closed = False
         self._pack_ids: Dict[str, int] = {}
         self._pack_names: Dict[int, str] = {}
         self._lock = threading.Lock()
@@ -98,16 +117,18 @@ class Catalog:
 
     # -- connections ------------------------------------------------------
     def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
+        held = getattr(self._local, "held", None)
+        if held is None:
+            if self._closed:
+                raise StoreError(f"catalog {self.path} is closed (the store was closed)")
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
             con.execute("PRAGMA foreign_keys=OFF")
-            self._local.con = con
+            held = self._local.held = _Held(con)
             with self._lock:
-                self._cons.append(con)
-        return con
+                self._held.add(held)
+        return held.con
 
     def close(self):
         """Close every connection this catalog opened, in whichever thread
@@ -115,10 +136,11 @@ class Catalog:
         removes the write-ahead log now rather than when they are collected.
         No other thread may be using the catalog."""
         with self._lock:
-            cons, self._cons = self._cons, []
+            held, self._held = list(self._held), weakref.WeakSet()
             self._local = threading.local()
-        for con in cons:
-            con.close()
+            self._closed = True
+        for h in held:
+            h.con.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Cursor]:
@@ -267,15 +289,15 @@ class Catalog:
 
     def upgrade_raw_blob(self, cur, digest, media_type, kind, diff_id, entries, recipe) -> Optional[bytes]:
         """Turn a blob stored as raw chunks into a layer (or compressed
-        layer) blob: its row takes the new kind, diff ID, entry count and
-        recipe (and ``media_type`` unless None). Returns the old recipe, whose
-        chunk references the caller drops; None (nothing changed) when the
-        blob is absent or not raw."""
+        layer) blob: its row takes the new media type (None: the kind's
+        default), kind, diff ID, entry count and recipe. Returns the old
+        recipe, whose chunk references the caller drops; None (nothing
+        changed) when the blob is absent or not raw."""
         row = cur.execute("SELECT kind, recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
         if row is None or row[0] != "raw":
             return None
         cur.execute(
-            "UPDATE blobs SET media_type = coalesce(?, media_type), kind = ?, diff_id = ?, entries = ?, recipe = ? "
+            "UPDATE blobs SET media_type = ?, kind = ?, diff_id = ?, entries = ?, recipe = ? "
             "WHERE digest = ?",
             (media_type, kind, diff_id, entries, recipe, digest),
         )

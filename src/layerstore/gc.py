@@ -1065,6 +1065,10 @@ class LifecycleMixin:
                     continue
                 with reader:
                     for digest, offset, slen, length, codec in rows:
+                        if not all(type(v) is int and v >= 0 for v in (offset, slen, length, codec)):
+                            problems.append(f"pack {info.pack_id}: chunk {bytes(digest).hex()}: catalog row is invalid "
+                                            f"({offset!r}, {slen!r}, {length!r}, {codec!r})")
+                            continue
                         entry = _pread_exact(reader._fd, ENTRY_HEADER_SIZE + slen, offset)
                         why = _entry_fault(entry, digest, slen, length, codec)
                         if why:
@@ -1317,6 +1321,9 @@ class LifecycleMixin:
             report.chunks_checked += 1
             if pack is None:
                 bad_chunks[d] = "names a pack id the catalog does not know"
+                continue
+            if not all(type(v) is int for v in (off, slen, length, codec)):
+                bad_chunks[d] = f"catalog row is invalid ({off!r}, {slen!r}, {length!r}, {codec!r})"
                 continue
             try:
                 self._packs.read(PackLocation(pack, off, slen, length, codec), expected_digest=d,

@@ -93,6 +93,9 @@ LINK_GROUP_SIZE = 128 << 10
 # half the cost of loading the dictionary for every chunk.)
 _LINK_WINDOW = 32 << 10
 _MAX_LINK_DISTANCE = 4 << 20
+# A group's plaintext before its last member: under LINK_GROUP_SIZE, plus
+# that member (under LINK_MAX_CHUNK). A reader refuses more.
+_MAX_GROUP_PLAINTEXT = LINK_GROUP_SIZE + LINK_MAX_CHUNK
 
 #: Largest plaintext one entry may hold (bytes).
 MAX_RAW_LENGTH = 64 << 20
@@ -364,9 +367,14 @@ def _parse_entry_header(buf, pos=0):
     if codec == CODEC_NONE:
         if stored != raw:
             return "stored length differs from raw length for codec none"
-    elif codec == CODEC_LZ4 or codec == CODEC_ZSTD or codec == CODEC_LZ4_LINKED:
+    elif codec == CODEC_LZ4 or codec == CODEC_ZSTD:
         if not 0 < stored < raw:
             return "compressed entry not smaller than its raw length"
+    elif codec == CODEC_LZ4_LINKED:
+        if not 4 < stored < raw:
+            return "linked entry not between 5 bytes and its raw length"
+        if raw >= LINK_MAX_CHUNK:
+            return "linked entry of 64 KiB or more"
     else:
         return f"unknown codec {codec}"
     return codec, raw, stored, digest, xx
@@ -768,8 +776,8 @@ class PackReader:
         self._fd = fd
         self._owns_fd = owns_fd
         # per thread (threads read different runs at once): .g = (head
-        # offset, end offset, last 32 KiB of plaintext) of the linked group
-        # that thread decoded last
+        # offset, end offset, last 32 KiB of plaintext, plaintext bytes so
+        # far) of the linked group that thread decoded last
         self._groups = threading.local()
 
     @classmethod
@@ -915,10 +923,10 @@ class PackReader:
         """After decoding a small entry alone: it may head a linked group, or
         continue the group remembered last (a member stored uncompressed)."""
         g = getattr(self._groups, "g", None)
-        if g is not None and g[1] == offset:
-            self._groups.g = (g[0], end, (g[2] + plain)[-_LINK_WINDOW:])
+        if g is not None and g[1] == offset and g[3] + len(plain) <= _MAX_GROUP_PLAINTEXT:
+            self._groups.g = (g[0], end, (g[2] + plain)[-_LINK_WINDOW:], g[3] + len(plain))
         else:
-            self._groups.g = (offset, end, bytes(plain[-_LINK_WINDOW:]))
+            self._groups.g = (offset, end, bytes(plain[-_LINK_WINDOW:]), len(plain))
 
     def _read_linked(self, offset, data, raw, digest) -> bytes:
         """Plaintext of the CODEC_LZ4_LINKED entry at ``offset`` whose stored
@@ -933,9 +941,9 @@ class PackReader:
             raise self._corrupt(f"linked entry: group head {distance} bytes back is impossible", offset, digest)
         cached = getattr(self._groups, "g", None)
         if cached is not None and cached[0] == head and cached[1] <= offset:
-            pos, history = cached[1], bytearray(cached[2])
+            pos, history, total = cached[1], bytearray(cached[2]), cached[3]
         else:
-            pos, history = head, bytearray()
+            pos, history, total = head, bytearray(), 0
         buf = _pread_exact(self._fd, offset - pos, pos)
         mv = memoryview(buf)
         i = 0
@@ -947,6 +955,10 @@ class PackReader:
             if type(h) is str:
                 raise self._corrupt(f"linked entry: group entry at offset {at}: {h}", offset, digest)
             codec, n, s, _d, xx = h
+            total += n
+            if n >= LINK_MAX_CHUNK or total > _MAX_GROUP_PLAINTEXT:
+                raise self._corrupt(f"linked entry: group entry at offset {at} is too large for a group", offset,
+                                    digest)
             stored = mv[i + ENTRY_HEADER_SIZE:i + ENTRY_HEADER_SIZE + s]
             if len(stored) != s or pos + i + ENTRY_HEADER_SIZE + s > offset:
                 raise self._corrupt(f"linked entry: group entry at offset {at} overlaps it", offset, digest)
@@ -957,9 +969,11 @@ class PackReader:
             if len(history) > 2 * _LINK_WINDOW:
                 del history[:-_LINK_WINDOW]
             i += ENTRY_HEADER_SIZE + s
+        if total + raw > _MAX_GROUP_PLAINTEXT:
+            raise self._corrupt("linked entry: its group is too large", offset, digest)
         plain = self._decode_member(offset, head, data, CODEC_LZ4_LINKED, raw, history, offset, digest)
         history += plain
-        self._groups.g = (head, offset + ENTRY_HEADER_SIZE + len(data), bytes(history[-_LINK_WINDOW:]))
+        self._groups.g = (head, offset + ENTRY_HEADER_SIZE + len(data), bytes(history[-_LINK_WINDOW:]), total + raw)
         return plain
 
     def _decode_member(self, at, head, stored, codec, n, history, offset, digest) -> bytes:
@@ -1419,6 +1433,8 @@ class PackSet:
 
     def _unpin(self, r):
         with self._lock:
+            if r not in self._pins:
+                return
             self._pins[r] -= 1
             if not self._pins[r] and r in self._retired:
                 self._retired.discard(r)
@@ -1649,6 +1665,10 @@ class PackSet:
 
     # -- lifetime
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self):
         """Seal the active pack (or delete it if empty) and close all readers."""
         with self._lock:
@@ -1658,11 +1678,16 @@ class PackSet:
                 self._retire_writer()
             finally:
                 self._closed = True
+                # a reader still in use (a read on another thread) closes
+                # when that read unpins it
                 for r in list(self._readers.values()) + list(self._retired):
-                    r.close()
+                    if self._pins.get(r):
+                        self._retired.add(r)
+                    else:
+                        self._pins.pop(r, None)
+                        r.close()
                 self._readers.clear()
-                self._retired.clear()
-                self._pins.clear()
+                self._retired = {r for r in self._retired if self._pins.get(r)}
 
     def __enter__(self):
         return self

@@ -494,31 +494,34 @@ class Store(LifecycleMixin, ImagesMixin):
         if expected_digest is not None:
             parse_digest(expected_digest, algorithms=("sha256",))
         with self._lease():  # gc.py: collections wait for it before deleting
-            if expected_digest is not None and self._has_as(expected_digest, media_type):
+            stored = self._live_kind(expected_digest) if expected_digest is not None else None
+            if stored is not None and not _upgradable(stored, media_type):
                 return self.stat(expected_digest)
-            return self._commit(self._prepare(source, expected_digest, media_type, None))[-1]
+            records = self._prepare(source, expected_digest, media_type, None, stored_raw=stored is not None)
+            if not records:
+                return self.stat(expected_digest)
+            return self._commit(records)[-1]
 
-    def _has_as(self, digest: str, media_type: Optional[str]) -> bool:
-        """True when the blob is stored (and not condemned) in a form an
-        ingest with ``media_type`` would not change: any blob for a
-        non-layer media type; for a layer media type or none, only a blob
-        not stored as raw chunks (a raw blob that turns out to be a layer
-        tar is upgraded to a layer by the ingest)."""
+    def _live_kind(self, digest: str) -> Optional[str]:
+        """Kind of the stored blob, or None when it is absent or condemned."""
         if not self._has_live(digest):
-            return False
-        if media_type and mediatypes.layer_compression(media_type) is None:
-            return True
+            return None
         row = self._catalog.get_blob(digest)
-        return row is not None and row[3] != KIND_RAW
+        return row[3] if row is not None else None
 
     def batch(self) -> "Batch":
         """A :class:`Batch`: blobs staged together and made visible in one
         catalog transaction (or not at all)."""
         return Batch(self)
 
-    def _prepare(self, source, expected_digest, media_type, shared) -> List[_Record]:
+    def _prepare(self, source, expected_digest, media_type, shared, stored_raw=False) -> List[_Record]:
         """Scan, chunk and store the chunks of a blob; return the records to
-        commit (the blob last). Nothing is visible yet."""
+        commit (the blob last). Nothing is visible yet.
+
+        ``stored_raw``: ``expected_digest`` is stored already, as raw chunks;
+        only a layer (which upgrades it) is worth preparing, so this returns
+        [] (nothing to change) when the content is not one, having read no
+        more than its first 512 bytes if they tell."""
         src = _Source(source)
         try:
             kind = _kind_from(media_type, src.head)
@@ -526,16 +529,26 @@ class Store(LifecycleMixin, ImagesMixin):
                 try:
                     return [self._prepare_layer(src.buffers(), expected_digest, media_type, shared)]
                 except TarFormatError:
-                    if media_type or not src.rewind():
+                    if media_type:
+                        raise
+                    if stored_raw:
+                        return []
+                    if not src.rewind():
                         raise
                     # Only the content made it look like a tar: store it as it is.
             elif kind in (KIND_GZIP, KIND_ZSTD):
                 try:
                     return self._prepare_compressed(src, kind, expected_digest, media_type, shared)
                 except (TarFormatError, CompressedLayerError):
-                    if media_type or not src.rewind():
+                    if media_type:
+                        raise
+                    if stored_raw:
+                        return []
+                    if not src.rewind():
                         raise
                     # Compressed, but not a compressed tar: an ordinary blob.
+            elif stored_raw:
+                return []
             return [self._prepare_raw(src.buffers(), expected_digest, media_type, shared)]
         finally:
             src.close()
@@ -717,6 +730,8 @@ class Store(LifecycleMixin, ImagesMixin):
             ):
                 raise CorruptBlobError(f"{what}: catalog row is invalid ({offset!r}, {stored_length!r}, {length!r}, {codec!r})")
             where.append(PackLocation(pack, offset, stored_length, length, codec))
+        if self._packs.closed:
+            raise StoreError(f"store {self.root} is closed")
         try:
             if len(where) == 1:
                 return [self._packs.read(where[0], expected_digest=refs[0].digest, verify_sha256=True)]
@@ -728,6 +743,13 @@ class Store(LifecycleMixin, ImagesMixin):
             if len(refs) > 1:
                 what += f" (and the {len(refs) - 1} chunks after it)"
             raise CorruptBlobError(f"{what}: cannot read it: {exc}") from None
+
+
+def _upgradable(kind: str, media_type: Optional[str]) -> bool:
+    """True when ingesting a blob stored (or staged) as ``kind`` again,
+    with ``media_type``, may change it: only a raw blob, and only when the
+    media type is a layer type or absent (the content decides)."""
+    return kind == KIND_RAW and not (media_type and mediatypes.layer_compression(media_type) is None)
 
 
 class Batch:
@@ -759,16 +781,28 @@ class Batch:
                media_type: Optional[str] = None) -> BlobInfo:
         """Stage a blob (as :meth:`Store.ingest`, same errors); returns its
         BlobInfo, which becomes visible at :meth:`commit`."""
+        stored = None
         if expected_digest is not None:
             parse_digest(expected_digest, algorithms=("sha256",))
-            if expected_digest in self._records:
-                return _info(self._records[expected_digest])
-            if self.store._has_as(expected_digest, media_type):
-                return self.store.stat(expected_digest)
-        records = self.store._prepare(source, expected_digest, media_type, self._shared)
+            staged = self._records.get(expected_digest)
+            stored = staged.kind if staged is not None else self.store._live_kind(expected_digest)
+            if stored is not None and not _upgradable(stored, media_type):
+                return self.stat(expected_digest)
+        records = self.store._prepare(source, expected_digest, media_type, self._shared,
+                                      stored_raw=stored is not None)
+        if not records:
+            return self.stat(expected_digest)
         for rec in records:
-            self._records.setdefault(rec.digest, rec)
-        return _info(records[-1])
+            old = self._records.get(rec.digest)
+            if old is None:
+                self._records[rec.digest] = rec
+            elif old.kind == KIND_RAW and rec.kind != KIND_RAW:
+                # Staged as raw, now known to be a layer: the layer record
+                # replaces it, keeping the rows of the chunks the raw one
+                # wrote (later staged blobs may reference them).
+                rec.new_chunks = old.new_chunks + rec.new_chunks
+                self._records[rec.digest] = rec
+        return _info(self._records[records[-1].digest])
 
     def commit(self, extra=None) -> List[BlobInfo]:
         """Make every staged blob visible in one transaction; ``extra(cursor)``
