@@ -940,7 +940,15 @@ class PackReader:
         if distance < ENTRY_HEADER_SIZE or distance > _MAX_LINK_DISTANCE or head < PACK_HEADER_SIZE:
             raise self._corrupt(f"linked entry: group head {distance} bytes back is impossible", offset, digest)
         cached = getattr(self._groups, "g", None)
-        if cached is not None and cached[0] == head and cached[1] <= offset:
+        if cached is not None and cached[0] == head and cached[1] == offset:
+            # the entry just before this one was decoded last: nothing to walk
+            if cached[3] + raw > _MAX_GROUP_PLAINTEXT:
+                raise self._corrupt("linked entry: its group is too large", offset, digest)
+            plain = self._decode_member(offset, head, data, CODEC_LZ4_LINKED, raw, cached[2], offset, digest)
+            self._groups.g = (head, offset + ENTRY_HEADER_SIZE + len(data), (cached[2] + plain)[-_LINK_WINDOW:],
+                              cached[3] + raw)
+            return plain
+        if cached is not None and cached[0] == head and cached[1] < offset:
             pos, history, total = cached[1], bytearray(cached[2]), cached[3]
         else:
             pos, history, total = head, bytearray(), 0
@@ -981,7 +989,8 @@ class PackReader:
             if codec == CODEC_LZ4_LINKED:
                 if _U32.unpack_from(stored)[0] != at - head or at == head:
                     raise ValueError(f"entry at offset {at} belongs to another group")
-                plain = _lz4_decompress(stored[4:], uncompressed_size=n, dict=bytes(history[-_LINK_WINDOW:]))
+                window = history if len(history) <= _LINK_WINDOW and type(history) is bytes else bytes(history[-_LINK_WINDOW:])
+                plain = _lz4_decompress(stored[4:], uncompressed_size=n, dict=window)
             else:
                 plain = _decode(stored, codec, n)
         except Exception as exc:  # lz4/zstd raise their own error types
