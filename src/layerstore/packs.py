@@ -140,6 +140,23 @@ _INDEX_NAME = re.compile(r"^([0-9a-f]{32})\.idx$")
 _TMP_INDEX_NAME = re.compile(r"^([0-9a-f]{32})\.idx\.tmp$")
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 
+_EARLY_SYNC_BYTES = 16 << 20
+_early_sync_executor = None
+_early_sync_lock = threading.Lock()
+
+
+def _early_sync_pool():
+    """One thread for the background fdatasync of pack writers."""
+    global _early_sync_executor
+    if _early_sync_executor is None:
+        with _early_sync_lock:
+            if _early_sync_executor is None:
+                import concurrent.futures
+
+                _early_sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="layerstore-sync")
+    return _early_sync_executor
+
+
 _xxh3 = xxhash.xxh3_64_intdigest
 _lz4_compress = lz4.block.compress
 _lz4_decompress = lz4.block.decompress
@@ -539,6 +556,10 @@ class PackWriter:
         self._fill = 0  # bytes of _buf in use
         self._direct = max(1, buffer_size // 4)
         self._written = PACK_HEADER_SIZE  # bytes handed to the OS
+        # A background fdatasync started every _EARLY_SYNC_BYTES written, so
+        # that the one a commit waits for finds little left to write.
+        self._early = None
+        self._early_at = PACK_HEADER_SIZE
         self._size = PACK_HEADER_SIZE  # written + buffered
         self._durable = PACK_HEADER_SIZE
         self._records = bytearray()
@@ -661,6 +682,9 @@ class PackWriter:
             self._size = offset + ENTRY_HEADER_SIZE + slen
             self._records += _INDEX_RECORD.pack(digest, offset, slen, raw_length, cid)
             self._count += 1
+            if self._written - self._early_at >= _EARLY_SYNC_BYTES and (self._early is None or self._early.done()):
+                self._early_at = self._written
+                self._early = _early_sync_pool().submit(_datasync, self._fd)
         return PackLocation(self.pack_id, offset, slen, raw_length, cid)
 
     def _write_out(self):
@@ -737,6 +761,9 @@ class PackWriter:
         self._close()
 
     def _close(self):
+        if self._early is not None:
+            self._early.exception()  # the descriptor stays open until it is done
+            self._early = None
         self._closed = True
         self._fill = 0
         self._records = bytearray()
