@@ -1045,3 +1045,23 @@ def test_group_with_too_much_plaintext_is_refused(tmp_path):
     with PackReader.open(tmp_path / f"{loc.pack_id}.pack") as r:
         with pytest.raises(CorruptBlobError, match="too large"):
             r.read(loc)
+
+
+def test_background_sync_during_a_long_write(tmp_path):
+    """Past 16 MiB written, a writer syncs in the background; sealing waits
+    for that sync, and every entry reads back."""
+    ps = PackSet(tmp_path / "packs", codec="none")
+    rnd = random.Random(10)
+    items = []
+    for _ in range(10):
+        data = rnd.randbytes(4 << 20)
+        items.append((hashlib.sha256(data).digest(), data))
+    locs = ps.add_many(items)
+    w = ps._writer
+    assert w is not None and w._early is not None  # started at 16 MiB
+    ps.close()  # seals: waits for the background sync before closing the file
+    assert w._early is None
+    ps = PackSet(tmp_path / "packs", codec="none")
+    for loc, (d, data) in zip(locs, items):
+        assert ps.read(loc, expected_digest=d, verify_sha256=True) == data
+    ps.close()

@@ -55,6 +55,7 @@ import lz4.block
 import xxhash
 import zstandard
 
+from . import workers
 from .errors import CorruptBlobError, PackFormatError, PackLockedError
 
 __all__ = [
@@ -141,22 +142,6 @@ _TMP_INDEX_NAME = re.compile(r"^([0-9a-f]{32})\.idx\.tmp$")
 _PACK_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _EARLY_SYNC_BYTES = 16 << 20
-_early_sync_executor = None
-_early_sync_lock = threading.Lock()
-
-
-def _early_sync_pool():
-    """One thread for the background fdatasync of pack writers."""
-    global _early_sync_executor
-    if _early_sync_executor is None:
-        with _early_sync_lock:
-            if _early_sync_executor is None:
-                import concurrent.futures
-
-                _early_sync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="layerstore-sync")
-    return _early_sync_executor
-
-
 _xxh3 = xxhash.xxh3_64_intdigest
 _lz4_compress = lz4.block.compress
 _lz4_decompress = lz4.block.decompress
@@ -684,7 +669,7 @@ class PackWriter:
             self._count += 1
             if self._written - self._early_at >= _EARLY_SYNC_BYTES and (self._early is None or self._early.done()):
                 self._early_at = self._written
-                self._early = _early_sync_pool().submit(_datasync, self._fd)
+                self._early = workers.pool("sync").submit(_datasync, self._fd)
         return PackLocation(self.pack_id, offset, slen, raw_length, cid)
 
     def _write_out(self):

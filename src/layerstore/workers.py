@@ -1,9 +1,10 @@
 """Process-wide worker threads for the work that runs beside the caller's
 thread: ``"hash"`` for stream digests (each stream keeps at most one job in
-flight), ``"io"`` for chunk compression with pack writes, and chunk reads.
-They are separate so that a stream digest never waits behind a queue of
-pack writes. The C core and the codecs release the GIL, so the threads run
-in parallel with the caller."""
+flight), ``"io"`` for chunk compression with pack writes, and chunk reads,
+``"sync"`` (one thread) for the background fdatasync of pack writers. They
+are separate so that a stream digest never waits behind a queue of pack
+writes. The C core and the codecs release the GIL, so the threads run in
+parallel with the caller."""
 import concurrent.futures
 import os
 import threading
@@ -12,15 +13,19 @@ _POOLS = {}
 _LOCK = threading.Lock()
 
 
+_THREADS = {"sync": 1}
+
+
 def pool(kind: str) -> concurrent.futures.ThreadPoolExecutor:
-    """The executor for ``kind`` (``"hash"`` or ``"io"``), one thread per
-    CPU and at least two, created on first use."""
+    """The executor for ``kind`` (``"hash"``, ``"io"`` or ``"sync"``),
+    created on first use: one thread per CPU and at least two, or one for
+    ``"sync"``."""
     executor = _POOLS.get(kind)
     if executor is None:
         with _LOCK:
             executor = _POOLS.get(kind)
             if executor is None:
                 executor = _POOLS[kind] = concurrent.futures.ThreadPoolExecutor(
-                    max(2, os.cpu_count() or 1), thread_name_prefix=f"layerstore-{kind}"
+                    _THREADS.get(kind) or max(2, os.cpu_count() or 1), thread_name_prefix=f"layerstore-{kind}"
                 )
     return executor
