@@ -550,3 +550,32 @@ def test_batch_upgrades_a_blob_staged_as_raw(store):
     assert store.read_blob(sha(layer)) == layer and store.read_blob(sha(gz)) == gz
     report = store.verify()
     assert report.ok, report.problems
+
+
+def test_verify_reports_unknown_blob_kind_and_a_diff_id_held_raw(tmp_path):
+    """Catalog rows edited by hand (or by a newer version): verify reports
+    them and repair leaves the bytes alone."""
+    import sqlite3
+
+    rnd = random.Random(14)
+    layer = make_tar([("a", rnd.randbytes(30_000))])
+    gz = gzip.compress(layer, mtime=0)
+    other = rnd.randbytes(5000)
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        store.ingest(io.BytesIO(gz))
+        store.ingest(io.BytesIO(other), media_type="application/octet-stream")
+    con = sqlite3.connect(root / "catalog.db")
+    con.execute("UPDATE blobs SET kind = 'future' WHERE digest = ?", (sha(other),))
+    con.execute("UPDATE blobs SET kind = 'raw', diff_id = NULL, entries = NULL WHERE digest = ?", (sha(layer),))
+    con.commit()
+    con.close()
+    with Store.open(root) as store:
+        report = store.verify()
+        whats = {f.subject: f.what for f in report.faults}
+        assert "unknown blob kind 'future'" in whats[sha(other)]
+        assert "stored as a raw blob, not as a layer" in whats[sha(gz)]
+        store.verify(repair=True)
+        assert store.read_blob(sha(gz)) == gz  # nothing dropped
+        store.ingest(io.BytesIO(layer), media_type="application/vnd.oci.image.layer.v1.tar")
+        assert not [f for f in store.verify().faults if f.subject == sha(gz)]

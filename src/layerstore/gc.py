@@ -82,6 +82,7 @@ _GC_LOCK = "gc.lock"
 _LEASE_SUFFIX = ".lease"
 _BATCH = 500
 _COMPRESSED_KINDS = ("gzip", "zstd")
+_BLOB_KINDS = ("raw", "layer", *_COMPRESSED_KINDS)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS gc_condemned (
@@ -1373,6 +1374,7 @@ class LifecycleMixin:
         report.images_checked = len(g.images)
         unsound = set(bad_blobs)
         missing: Dict[str, str] = {}  # digest an image needs but not stored -> who needs it
+        odd_kinds: List[Tuple[str, str]] = []
         for img in sorted(g.images):
             for b in sorted(g.reach([img], strict=False)):
                 if b not in g.blobs:
@@ -1380,6 +1382,12 @@ class LifecycleMixin:
         for b, (kind, diff_id, _m, _s) in sorted(g.blobs.items()):
             if kind in _COMPRESSED_KINDS and diff_id and diff_id not in g.blobs:
                 missing.setdefault(diff_id, f"compressed layer {b}")
+            # reported, not repaired: nothing is wrong with the bytes
+            if kind not in _BLOB_KINDS:
+                odd_kinds.append((b, f"unknown blob kind {kind!r}"))
+            elif kind in _COMPRESSED_KINDS and diff_id in g.blobs and g.blobs[diff_id][0] != "layer":
+                odd_kinds.append((b, f"its diff ID {diff_id} is stored as a {g.blobs[diff_id][0]} blob, not as a "
+                                     "layer (ingesting the layer again upgrades it)"))
         for d in g.unparsed:
             bad_blobs.setdefault(d, "manifest or index document cannot be parsed")
             unsound.add(d)
@@ -1399,6 +1407,8 @@ class LifecycleMixin:
         for c, why in sorted(bad_chunks.items()):
             faults.append(Fault("chunk", c.hex(), why, breaks(users.get(c, ()))))
         for d, why in sorted(bad_blobs.items()):
+            faults.append(Fault("blob", d, why, breaks([d])))
+        for d, why in odd_kinds:
             faults.append(Fault("blob", d, why, breaks([d])))
         for d, who in sorted(missing.items()):
             faults.append(Fault("blob", d, f"missing (referenced by {who})", breaks([d])))
