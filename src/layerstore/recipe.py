@@ -80,14 +80,29 @@ class Recipe(NamedTuple):
             )
 
 
-def encode(size: int, chunks: Sequence[ChunkRef], segments: bytes) -> bytes:
-    """Encode a recipe (see the module docstring for the layout)."""
-    parts = [_HEAD.pack(size, len(chunks), len(segments))]
-    parts.extend(_REF.pack(*ref) for ref in chunks)
-    parts.append(segments)
-    payload = b"".join(parts)
-    stored = zstandard.ZstdCompressor(level=3).compress(payload)
-    return _HEADER.pack(MAGIC, VERSION, _CODEC_ZSTD, xxhash.xxh3_64_intdigest(stored), len(payload)) + stored
+def encode(size: int, chunks: Sequence[ChunkRef], segments) -> bytes:
+    """Encode a recipe (see the module docstring for the layout).
+    ``segments``: the segment bytes, as one bytes-like object or a sequence
+    of pieces; they are compressed as they are read, so no joined copy of
+    them (or of the payload) is made."""
+    if isinstance(segments, (bytes, bytearray, memoryview)):
+        segments = (segments,)
+    seg_len = sum(len(s) for s in segments)
+    z = zstandard.ZstdCompressor(level=3).compressobj()
+    out = [z.compress(_HEAD.pack(size, len(chunks), seg_len))]
+    refs = bytearray()
+    for ref in chunks:
+        refs += _REF.pack(*ref)
+        if len(refs) >= 1 << 20:
+            out.append(z.compress(bytes(refs)))
+            refs.clear()
+    out.append(z.compress(bytes(refs)))
+    for piece in segments:
+        out.append(z.compress(piece))
+    out.append(z.flush())
+    stored = b"".join(out)
+    payload_len = _HEAD.size + len(chunks) * _REF.size + seg_len
+    return _HEADER.pack(MAGIC, VERSION, _CODEC_ZSTD, xxhash.xxh3_64_intdigest(stored), payload_len) + stored
 
 
 def decode(data: bytes, what: str = "recipe") -> Recipe:

@@ -302,8 +302,11 @@ class _Chunks:
         self._pending.clear()
         return out
 
-    def record(self, digest, media_type, kind, diff_id, entries, size, segments=b"") -> _Record:
-        rec = Recipe(size, self.refs, segments)
+    def record(self, digest, media_type, kind, diff_id, entries, size, segments=()) -> _Record:
+        """The blob's record; ``segments``: its segment bytes, in pieces.
+        The record's Recipe carries size and chunks only: the segments go
+        straight into the encoded recipe (no joined copy of them is made)."""
+        rec = Recipe(size, self.refs, b"")
         rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
                 for d, loc in self.locations().items()]
         return _Record(digest, media_type, kind, diff_id, entries, rec,
@@ -384,7 +387,7 @@ class _LayerBlob:
 
     def record(self, digest, media_type) -> _Record:
         return self.chunks.record(digest, media_type, KIND_LAYER, digest, self.entries,
-                                  self.scanner.size, b"".join(self.segments))
+                                  self.scanner.size, self.segments)
 
 
 class Store(LifecycleMixin, ImagesMixin):
