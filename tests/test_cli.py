@@ -594,6 +594,12 @@ def test_codec_of_a_new_store_and_a_mismatch(tmp_path):
     run(None, "--store", store, "--codec", "zstd", "load", corpus_path("images", "small-amd64.podman.docker-archive.tar"))
     out, _ = run(store, "df")
     assert "(after zstd compression)" in out.decode()
+    # per image: named by manifest digest, under a DIGEST heading
+    (info,) = run_json(store, "inspect", "localhost/corpus/small:1.0-amd64")
+    manifest = info["Descriptor"]["digest"]
+    lines = run(store, "df", "-v")[0].decode().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("DIGEST"))
+    assert lines[head + 1].split()[0] == manifest.split(":")[1][:12]
     z = run_json(store, "df")
     plain = tmp_path / "l"
     run(plain, "load", corpus_path("images", "small-amd64.podman.docker-archive.tar"))

@@ -888,7 +888,7 @@ def df(state: State, verbose, fmt):
                    f"({human_size(usage.dead_pack_bytes)} dead); catalog: {human_size(usage.catalog_bytes)}")
     if verbose:
         click.echo("")
-        _table(["IMAGE", "TAGS", "SIZE", "UNIQUE", "SHARED"],
+        _table(["DIGEST", "TAGS", "SIZE", "UNIQUE", "SHARED"],
                [[_short(u.digest), ", ".join(u.tags) or "<none>", human_size(u.size), human_size(u.unique_bytes),
                  human_size(u.shared_bytes)] for u in usage.per_image])
 
