@@ -19,27 +19,13 @@ import tarfile
 import pytest
 
 from common import BENCH_DIR, CORPUS, hashlib_mb_per_s, mb_per_s, scaled
+from inputs import file_content
 
 from layerstore.scan import scan_layer
 
 SYNTHETIC_SIZE = scaled(256 << 20, 8 << 20)
 # Files of 16 MiB in the generated stream of the memory benchmark (1 GiB).
 RSS_FILES = scaled(64, 2)
-
-
-_SIXTEEN = bytes(b"etaoinshrdlucmfw"[i % 16] for i in range(256))
-
-
-def _content(rnd, n, compressible):
-    if not compressible:
-        return rnd.randbytes(n)
-    # Distinct per file, compressible like program text: 2 KiB blocks of
-    # 16 symbols (4 bits of entropy per byte), each block written twice.
-    out = bytearray()
-    while len(out) < n:
-        block = rnd.randbytes(2048).translate(_SIXTEEN)
-        out += block + block
-    return bytes(out[:n])
 
 
 def synthetic_layer(total, seed=1, compressible=False):
@@ -57,7 +43,7 @@ def synthetic_layer(total, seed=1, compressible=False):
             info = tarfile.TarInfo(f"usr/lib/pkg{i % 97}/file{i}")
             info.size = n
             info.mtime = 1_700_000_000
-            tf.addfile(info, io.BytesIO(_content(rnd, n, compressible)))
+            tf.addfile(info, io.BytesIO(file_content(rnd, n, compressible)))
             written += n + 512
             i += 1
     return out.getvalue()

@@ -179,11 +179,16 @@ def _extract_layer(tf: tarfile.TarFile, member: str, cache: Path, seen: dict):
     seen[diff_id] = path
 
 
+def _open_tar(t) -> tarfile.TarFile:
+    """A layer tar given as bytes or as a path."""
+    return tarfile.open(fileobj=io.BytesIO(t)) if isinstance(t, (bytes, bytearray)) else tarfile.open(t)
+
+
 def tree_bytes(tars) -> int:
     """Total size of regular-file contents in the layer tars (bytes or paths)."""
     n = 0
     for t in tars:
-        with (tarfile.open(fileobj=io.BytesIO(t)) if isinstance(t, (bytes, bytearray)) else tarfile.open(t)) as tf:
+        with _open_tar(t) as tf:
             n += sum(m.size for m in tf if m.isfile())
     return n
 
@@ -193,7 +198,7 @@ def distinct_content_bytes(tars) -> int:
     layer tars: what a perfect file-level dedup without compression keeps."""
     seen = {}
     for t in tars:
-        with (tarfile.open(fileobj=io.BytesIO(t)) if isinstance(t, (bytes, bytearray)) else tarfile.open(t)) as tf:
+        with _open_tar(t) as tf:
             for m in tf:
                 if m.isfile():
                     f = tf.extractfile(m)

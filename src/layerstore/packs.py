@@ -861,12 +861,7 @@ class PackReader:
             buf = _pread_exact(fd, ENTRY_HEADER_SIZE, offset) if offset >= PACK_HEADER_SIZE else b""
         if where is not None:
             return self._plaintext(buf, offset, where, expected_digest, verify_sha256)
-        if len(buf) < ENTRY_HEADER_SIZE:
-            raise self._corrupt("entry header beyond end of pack or before first entry", offset, expected_digest)
-        h = _parse_entry_header(buf)
-        if type(h) is str:
-            raise self._corrupt(h, offset, expected_digest)
-        codec, raw, stored, digest, xx = h
+        codec, raw, stored, digest, xx = self._header(buf, offset, expected_digest)
         data = _pread_exact(fd, stored, offset + ENTRY_HEADER_SIZE)
         return self._checked(offset, codec, raw, stored, digest, xx, data, expected_digest, verify_sha256)
 
@@ -895,15 +890,20 @@ class PackReader:
                                        verify_sha256))
         return out
 
-    def _plaintext(self, buf, offset, where, expected_digest, verify_sha256) -> bytes:
-        """Check and decode the entry whose header and stored bytes, as read
-        for location ``where``, are ``buf``."""
+    def _header(self, buf, offset, expected_digest) -> tuple:
+        """Fields of the valid entry header at the start of ``buf`` (read at
+        ``offset``); CorruptBlobError when there is none."""
         if len(buf) < ENTRY_HEADER_SIZE:
             raise self._corrupt("entry header beyond end of pack or before first entry", offset, expected_digest)
         h = _parse_entry_header(buf)
         if type(h) is str:
             raise self._corrupt(h, offset, expected_digest)
-        codec, raw, stored, digest, xx = h
+        return h
+
+    def _plaintext(self, buf, offset, where, expected_digest, verify_sha256) -> bytes:
+        """Check and decode the entry whose header and stored bytes, as read
+        for location ``where``, are ``buf``."""
+        codec, raw, stored, digest, xx = self._header(buf, offset, expected_digest)
         if stored != where.stored_length or raw != where.raw_length or codec != where.codec:
             raise self._corrupt("entry header does not match its location", offset, digest)
         data = memoryview(buf)[ENTRY_HEADER_SIZE:]
@@ -1365,15 +1365,9 @@ class PackSet:
     def read_run(self, locations, expected_digests, verify_sha256: bool = False) -> List[bytes]:
         """Plaintexts of contiguous entries of one pack, read with one
         ``pread`` (see :meth:`PackReader.read_run`)."""
-        last = locations[-1]
-        w = self._writer
-        if w is not None and w.pack_id == last.pack_id and last.end > w.written_length():
-            self.flush(sync=False)
-        r = self._pin(last.pack_id)
-        try:
+        self._write_out_up_to(locations[-1])
+        with self.reader(locations[-1].pack_id) as r:
             return r.read_run(locations, expected_digests, verify_sha256)
-        finally:
-            self._unpin(r)
 
     def add_many(self, items, compress: bool = True) -> List[PackLocation]:
         """Append chunks ``items`` = ``[(digest, data)]`` one after the other
@@ -1477,14 +1471,16 @@ class PackSet:
              verify_sha256: bool = False) -> bytes:
         """Plaintext at ``location`` (see :meth:`PackReader.read`). Entries
         still in this process's write buffer are written out first."""
+        self._write_out_up_to(location)
+        with self.reader(location.pack_id) as r:
+            return r.read(location, expected_digest, verify_sha256)
+
+    def _write_out_up_to(self, location: PackLocation):
+        """Hand this process's buffered entries to the OS if ``location``
+        lies among them, so that a reader of the file sees it."""
         w = self._writer
         if w is not None and w.pack_id == location.pack_id and location.end > w.written_length():
             self.flush(sync=False)
-        r = self._pin(location.pack_id)
-        try:
-            return r.read(location, expected_digest, verify_sha256)
-        finally:
-            self._unpin(r)
 
     # -- maintenance
 

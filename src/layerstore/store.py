@@ -528,19 +528,10 @@ class Store(LifecycleMixin, ImagesMixin):
         src = _Source(source)
         try:
             kind = _kind_from(media_type, src.head)
-            if kind == KIND_LAYER:
+            if kind in (KIND_LAYER, KIND_GZIP, KIND_ZSTD):
                 try:
-                    return [self._prepare_layer(src.buffers(), expected_digest, media_type, shared)]
-                except TarFormatError:
-                    if media_type:
-                        raise
-                    if stored_raw:
-                        return []
-                    if not src.rewind():
-                        raise
-                    # Only the content made it look like a tar: store it as it is.
-            elif kind in (KIND_GZIP, KIND_ZSTD):
-                try:
+                    if kind == KIND_LAYER:
+                        return [self._prepare_layer(src.buffers(), expected_digest, media_type, shared)]
                     return self._prepare_compressed(src, kind, expected_digest, media_type, shared)
                 except (TarFormatError, CompressedLayerError):
                     if media_type:
@@ -549,7 +540,8 @@ class Store(LifecycleMixin, ImagesMixin):
                         return []
                     if not src.rewind():
                         raise
-                    # Compressed, but not a compressed tar: an ordinary blob.
+                    # Only the content made it look like a (compressed) tar:
+                    # store it as it is.
             elif stored_raw:
                 return []
             return [self._prepare_raw(src.buffers(), expected_digest, media_type, shared)]
