@@ -374,8 +374,8 @@ static uint32_t crc_update(uint32_t crc, const uint8_t *p, size_t n)
 /* ---- the plaintext model ---------------------------------------------- */
 
 typedef struct model {
-    uint64_t head[1u << H_BITS];   /* position + 1 of the newest insert per hash, 0: none */
-    uint64_t prev[P_MASK + 1];     /* position + 1 of the previous insert with the same hash */
+    uint32_t head[1u << H_BITS];   /* (position + 1) mod 2^32 of the newest insert per hash, 0: none */
+    uint32_t prev[P_MASK + 1];     /* (position + 1) mod 2^32 of the previous insert with the same hash */
     uint64_t ins;                  /* next position to insert */
     uint16_t p_eob[2], p_flag[2][6], p_rank[64], p_d0[2], p_dt[256];
     int prev_match;
@@ -411,20 +411,41 @@ static void model_catch_up(model *m, const win *W, uint64_t p)
     for (; q < p && q + 2 < W->end; q++) {
         uint32_t h = hash3(W->w + (q - W->base));
         m->prev[q & P_MASK] = m->head[h];
-        m->head[h] = q + 1;
+        m->head[h] = (uint32_t)(q + 1);
     }
     if (q < p) q = p;   /* the last two bytes of the plaintext: no 3-byte hash */
     m->ins = q;
 }
 
-typedef struct walk { uint64_t q; int best, steps, limit; } walk;
+/* A chain link is (position + 1) mod 2^32; its distance from p is
+ * (p + 1 - link) mod 2^32, which must grow along the chain and stay within
+ * the window (and inside the buffer) or the walk ends. */
+typedef struct walk { uint32_t link, dist; int best, steps, limit; } walk;
 
 static void walk_start(const model *m, const win *W, uint64_t p, walk *wk, int limit)
 {
-    wk->q = (p + 2 < W->end) ? m->head[hash3(W->w + (p - W->base))] : 0;
+    wk->link = (p + 2 < W->end) ? m->head[hash3(W->w + (p - W->base))] : 0;
+    wk->dist = 0;
     wk->best = 2;
     wk->steps = 0;
     wk->limit = limit;
+}
+
+/* Length of the common prefix of c and s, at most maxlen. */
+static inline int match_bytes(const uint8_t *c, const uint8_t *s, int maxlen)
+{
+    int l = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (l + 8 <= maxlen) {
+        uint64_t x, y;
+        memcpy(&x, c + l, 8);
+        memcpy(&y, s + l, 8);
+        if (x != y) return l + (__builtin_ctzll(x ^ y) >> 3);
+        l += 8;
+    }
+#endif
+    while (l < maxlen && c[l] == s[l]) l++;
+    return l;
 }
 
 static int max_len(const win *W, uint64_t p)
@@ -439,20 +460,20 @@ static int walk_next(const model *m, const win *W, uint64_t p, walk *wk, uint32_
 {
     int maxlen = max_len(W, p);
     const uint8_t *s = W->w + (p - W->base);
-    while (wk->q && wk->steps < wk->limit && wk->best < maxlen) {
-        uint64_t q = wk->q - 1;
-        if (q >= p || p - q > WSIZE || q < W->base) { wk->q = 0; return 0; }
-        uint64_t nx = m->prev[q & P_MASK];
-        wk->q = (nx && nx - 1 < q) ? nx : 0;
+    while (wk->link && wk->steps < wk->limit && wk->best < maxlen) {
+        uint32_t d = (uint32_t)(p + 1) - wk->link;
+        if (d <= wk->dist || d > WSIZE || d > p - W->base) { wk->link = 0; return 0; }
+        uint64_t q = p - d;
+        wk->dist = d;
+        wk->link = m->prev[q & P_MASK];
         wk->steps++;
         const uint8_t *c = W->w + (q - W->base);
         int b = wk->best;
         if (c[b] != s[b]) continue;
-        int l = 0;
-        while (l < maxlen && c[l] == s[l]) l++;
+        int l = match_bytes(c, s, maxlen);
         if (l > b) {
             wk->best = l;
-            *dist = (uint32_t)(p - q);
+            *dist = d;
             *len = l;
             return 1;
         }
@@ -465,8 +486,9 @@ static int walk_next(const model *m, const win *W, uint64_t p, walk *wk, uint32_
 static int flag_ctx(const model *m, const win *W, uint64_t p)
 {
     if (p + 2 >= W->end) return -1;
-    uint64_t h = m->head[hash3(W->w + (p - W->base))];
-    if (!h || h - 1 >= p || p - (h - 1) > WSIZE || h - 1 < W->base) return -1;
+    uint32_t h = m->head[hash3(W->w + (p - W->base))];
+    uint32_t hd = (uint32_t)(p + 1) - h;
+    if (!h || hd == 0 || hd > WSIZE || hd > p - W->base) return -1;
     walk wk;
     uint32_t d;
     int l, best = 0;
@@ -478,10 +500,8 @@ static int flag_ctx(const model *m, const win *W, uint64_t p)
 static int common_len(const win *W, uint64_t p, uint32_t dist)
 {
     int maxlen = max_len(W, p);
-    const uint8_t *s = W->w + (p - W->base), *c = s - dist;
-    int l = 0;
-    while (l < maxlen && c[l] == s[l]) l++;
-    return l;
+    const uint8_t *s = W->w + (p - W->base);
+    return match_bytes(s - dist, s, maxlen);
 }
 
 /* Code a token at p: len 0 for a literal. Returns 0, or -1 when the model
