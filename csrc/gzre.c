@@ -251,6 +251,21 @@ static int huff_build(huff *h, const uint8_t *lens, int n, int kind)
     return 0;
 }
 
+/* One bit of a canonical decode, first code bit first (RFC 1951, 3.2.2):
+ * 1 with *sym set when the bits so far are a whole code of length l. */
+typedef struct hdec { int code, first, index; } hdec;
+
+static int huff_bit(const huff *h, hdec *d, int l, uint32_t bit, int *sym)
+{
+    d->code |= (int)bit;
+    int count = h->count[l];
+    if (d->code - count < d->first) { *sym = h->sym[d->index + (d->code - d->first)]; return 1; }
+    d->index += count;
+    d->first = (d->first + count) << 1;
+    d->code <<= 1;
+    return 0;
+}
+
 /* ---- bit reader over a byte array (dynamic headers) -------------------- */
 
 typedef struct bitrd { const uint8_t *p; size_t nbits, pos; } bitrd;
@@ -266,17 +281,11 @@ static int br_bits(bitrd *b, int n, uint32_t *v)
 
 static int br_sym(bitrd *b, const huff *h, int *sym)
 {
-    int code = 0, first = 0, index = 0;
+    hdec d = {0, 0, 0};
     for (int l = 1; l < 16; l++) {
         uint32_t bit;
         if (br_bits(b, 1, &bit)) return -2;
-        code |= (int)bit;
-        int count = h->count[l];
-        if (code - count < first) { *sym = h->sym[index + (code - first)]; return 0; }
-        index += count;
-        first += count;
-        first <<= 1;
-        code <<= 1;
+        if (huff_bit(h, &d, l, bit, sym)) return 0;
     }
     return -1;
 }
@@ -727,17 +736,11 @@ static int decode_sym(ls_gzan *a, const huff *h, int *sym)
         *sym = e >> 4;
         return 0;
     }
-    int code = 0, first = 0, index = 0;
+    hdec d = {0, 0, 0};
     for (int l = 1; l < 16; l++) {
         uint32_t bit;
         if (getbits(a, 1, &bit)) return -1;
-        code |= (int)bit;
-        int count = h->count[l];
-        if (code - count < first) { *sym = h->sym[index + (code - first)]; return 0; }
-        index += count;
-        first += count;
-        first <<= 1;
-        code <<= 1;
+        if (huff_bit(h, &d, l, bit, sym)) return 0;
     }
     return -1;
 }
