@@ -969,6 +969,35 @@ def repack(state: State, threshold, fmt):
         click.echo("Some old packs are kept until readers finish; run repack again later.")
 
 
+@cli.command()
+@_format_option
+@pass_state
+def compact(state: State, fmt):
+    """Hold gzip layers once: re-store kept gzip bytes as reconstruction data.
+
+    A gzip layer blob is kept beside its uncompressed layer when it is
+    ingested. compact re-stores each such blob as the small data that
+    rebuilds it bit-exactly from the layer, proving each by rebuilding it
+    before the swap. prune then repack give the space back to the disk.
+
+    \b
+    Example:
+      layerstore compact
+      layerstore prune && layerstore repack
+    """
+    state.doing("compact")
+    report = state.store().compact()
+    if state.fmt(fmt) == "json":
+        _print_json(report)
+        return
+    click.echo(f"gzip blobs rebuilt from their layer: {len(report.rebuilt)} of {report.examined} "
+               f"({human_size(report.blob_bytes)} now held as {human_size(report.data_bytes)} of reconstruction data)")
+    for digest, why in report.skipped:
+        click.echo(f"Left as it was: {digest}: {why}")
+    if report.rebuilt:
+        click.echo("Run prune, then repack, to give the space back to the disk.")
+
+
 def _blob_rows(store):
     """The BlobInfo of every stored blob, sorted by digest (read from the
     catalog: Store has no public listing of blobs)."""

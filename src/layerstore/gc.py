@@ -501,6 +501,15 @@ def _document_refs(raw: bytes, media_type: Optional[str]) -> List[str]:
     return []
 
 
+def _rebuilt_from_layer(raw) -> bool:
+    """True when an encoded recipe is a rebuilt one (compact.py): that blob
+    is made from its layer, so it cannot stand in for it."""
+    try:
+        return bool(recipe_codec.decode(raw).source)
+    except LayerStoreError:
+        return True
+
+
 def _familiar(repository: str, tag: str) -> str:
     try:
         return parse(f"{repository}:{tag}").familiar()
@@ -1465,9 +1474,9 @@ class LifecycleMixin:
                 row = cur.execute("SELECT kind FROM blobs WHERE digest = ?", (b,)).fetchone()
                 if row is None or row[0] != "layer":
                     continue
-                for (src,) in cur.execute("SELECT digest FROM blobs WHERE diff_id = ? AND kind IN ('gzip', 'zstd')",
-                                          (b,)):
-                    if src not in doomed:
+                for src, raw in cur.execute("SELECT digest, recipe FROM blobs WHERE diff_id = ? "
+                                            "AND kind IN ('gzip', 'zstd')", (b,)):
+                    if src not in doomed and not _rebuilt_from_layer(raw):
                         rebuild[b] = src
                         break
         for b in sorted(doomed):

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from ._native import ffi, lib
 from .errors import CompressedLayerError, CorruptBlobError
 
-__all__ = ["GzipAnalyzer", "rebuild", "FORMAT_VERSION"]
+__all__ = ["GzipAnalyzer", "GzipRebuilder", "rebuild", "FORMAT_VERSION"]
 
 FORMAT_VERSION = lib.LS_GZRE_VERSION
 _PIECE = 1 << 20
@@ -104,45 +104,89 @@ class GzipAnalyzer:
         return int(lib.ls_gzan_members(self._a))
 
 
+class GzipRebuilder:
+    """Push form of :func:`rebuild`: hand it reconstruction data with
+    :meth:`side` and plaintext with :meth:`plain` (then :meth:`plain_end`)
+    in any split, and call :meth:`run` after each; it returns the rebuilt
+    bytes that became available and sets :attr:`wants` to ``"side"``,
+    ``"plain"`` or ``None`` (done). Raises CorruptBlobError when the two
+    do not fit together."""
+
+    def __init__(self):
+        self._r = ffi.gc(lib.ls_gzre_new(), lib.ls_gzre_free)
+        if self._r == ffi.NULL:
+            raise MemoryError("gzip rebuilder")
+        self._pp = ffi.new("const uint8_t **")
+        self._side = bytearray()
+        self._plain = bytearray()
+        self._plain_ended = False
+        self.wants: Optional[str] = "side"
+
+    def side(self, data):
+        self._side += data
+
+    def plain(self, data):
+        self._plain += data
+
+    def plain_end(self):
+        self._plain_ended = True
+
+    def run(self) -> list:
+        r, pp, out = self._r, self._pp, []
+        while True:
+            st = lib.ls_gzre_run(r)
+            n = lib.ls_gzre_output(r, pp)
+            if n:
+                out.append(bytes(ffi.buffer(pp[0], n)))
+                lib.ls_gzre_output_taken(r, n)
+            if st == lib.LS_GZ_DONE:
+                self.wants = None
+                return out
+            if st == lib.LS_GZ_OUTPUT:
+                continue
+            if st == lib.LS_GZ_NEED_SIDE:
+                if not self._side:
+                    self.wants = "side"
+                    return out
+                took = lib.ls_gzre_side(r, ffi.from_buffer(self._side), min(len(self._side), _PIECE))
+                del self._side[:took]
+                if not took:
+                    raise CorruptBlobError("gzip reconstruction data: frame too long")
+            elif st == lib.LS_GZ_NEED_PLAIN:
+                if not self._plain:
+                    if not self._plain_ended:
+                        self.wants = "plain"
+                        return out
+                    lib.ls_gzre_plain_end(r)
+                    continue
+                took = lib.ls_gzre_plain(r, ffi.from_buffer(self._plain), min(len(self._plain), _PIECE))
+                del self._plain[:took]
+            else:
+                msg = ffi.string(lib.ls_gzre_message(r)).decode("utf-8", "replace")
+                if st == lib.LS_GZ_ERR_NOMEM:
+                    raise MemoryError("gzip rebuilder")
+                raise CorruptBlobError(f"gzip rebuild failed: {msg}")
+
+
 def rebuild(side: Iterable[bytes], plain: Iterable[bytes]) -> Iterator[bytes]:
     """The original gzip bytes, in pieces, from the reconstruction data
     (``side``, the bytes :class:`GzipAnalyzer` produced, in any split) and
     the plaintext (``plain``, in any split). Raises CorruptBlobError when
     the two do not fit together (the caller still verifies the digest)."""
-    r = ffi.gc(lib.ls_gzre_new(), lib.ls_gzre_free)
-    if r == ffi.NULL:
-        raise MemoryError("gzip rebuilder")
-    pp = ffi.new("const uint8_t **")
+    rb = GzipRebuilder()
     side_it, plain_it = iter(side), iter(plain)
-    side_buf = memoryview(b"")
-    plain_buf = memoryview(b"")
     while True:
-        st = lib.ls_gzre_run(r)
-        n = lib.ls_gzre_output(r, pp)
-        if n:
-            yield bytes(ffi.buffer(pp[0], n))
-            lib.ls_gzre_output_taken(r, n)
-        if st == lib.LS_GZ_DONE:
+        yield from rb.run()
+        if rb.wants is None:
             return
-        if st == lib.LS_GZ_NEED_SIDE:
-            if not side_buf:
-                nxt = next(side_it, None)
-                if nxt is None:
-                    raise CorruptBlobError("gzip reconstruction data ends early")
-                side_buf = memoryview(nxt).cast("B")
-            with ffi.from_buffer(side_buf) as buf:
-                took = lib.ls_gzre_side(r, buf, len(side_buf))
-            side_buf = side_buf[took:]
-        elif st == lib.LS_GZ_NEED_PLAIN:
-            if not plain_buf:
-                nxt = next(plain_it, None)
-                if nxt is None:
-                    lib.ls_gzre_plain_end(r)
-                    continue
-                plain_buf = memoryview(nxt).cast("B")
-            with ffi.from_buffer(plain_buf) as buf:
-                took = lib.ls_gzre_plain(r, buf, len(plain_buf))
-            plain_buf = plain_buf[took:]
-        elif st < 0:
-            msg = ffi.string(lib.ls_gzre_message(r)).decode("utf-8", "replace")
-            raise CorruptBlobError(f"gzip rebuild failed: {msg}")
+        if rb.wants == "side":
+            nxt = next(side_it, None)
+            if nxt is None:
+                raise CorruptBlobError("gzip reconstruction data ends early")
+            rb.side(nxt)
+        else:
+            nxt = next(plain_it, None)
+            if nxt is None:
+                rb.plain_end()
+            else:
+                rb.plain(nxt)

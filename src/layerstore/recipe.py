@@ -14,6 +14,14 @@ xxh3_64 of the stored payload, payload length before compression; then the
 zstd-compressed payload ``<Q I Q>`` (blob size, chunk count, segment length),
 ``count`` records ``<Q I 32s>`` (offset, length, digest), and the segment
 bytes. The checksum is verified whenever a recipe is decoded.
+
+A *rebuilt* recipe (version 2) describes a compressed blob held as
+reconstruction data against the uncompressed layer it decompresses to (its
+``source``, a diff ID): its chunks tile the reconstruction data
+(``data_size`` bytes, no segments) and the blob is what ``gzre.rebuild``
+makes of that data and the layer's bytes. Payload ``<Q I Q B 32s>`` = blob
+size, chunk count, data size, method (1 = gzip, ``gzre`` version 1), the
+source's SHA-256; then the chunk records.
 """
 from __future__ import annotations
 
@@ -27,9 +35,12 @@ from .errors import CorruptBlobError
 
 MAGIC = b"LSRC"
 VERSION = 1
+VERSION_REBUILT = 2
+METHOD_GZIP = 1
 _CODEC_ZSTD = 1
 _HEADER = struct.Struct("<4sBB2xQQ")
 _HEAD = struct.Struct("<QIQ")
+_REBUILT = struct.Struct("<B32s")
 _REF = struct.Struct("<QI32s")
 
 
@@ -44,11 +55,25 @@ class ChunkRef(NamedTuple):
 
 class Recipe(NamedTuple):
     """Decoded recipe: ``size`` of the blob in bytes, its ``chunks`` in
-    order, and the ``segments`` (every byte not in a chunk, in order)."""
+    order, and the ``segments`` (every byte not in a chunk, in order).
+
+    A rebuilt recipe also has ``source`` (the diff ID of the layer the blob
+    is rebuilt from; "" otherwise), ``method`` (METHOD_GZIP) and
+    ``data_size``: its chunks tile that many bytes of reconstruction data,
+    not the blob."""
 
     size: int
     chunks: List[ChunkRef]
     segments: bytes
+    source: str = ""
+    method: int = 0
+    data_size: int = 0
+
+    @property
+    def extent(self) -> int:
+        """Bytes the chunks and segments tile: the blob, or for a rebuilt
+        recipe its reconstruction data."""
+        return self.data_size if self.source else self.size
 
     def pieces(self) -> Iterator[Tuple[bytes, ChunkRef]]:
         """Walk the blob in order: yields ``(segment_bytes, None)`` for verbatim
@@ -65,7 +90,7 @@ class Recipe(NamedTuple):
             yield self.segments[seg:], None
 
     def check(self, what: str = "recipe"):
-        """Raise CorruptBlobError unless chunks and segments tile [0, size)."""
+        """Raise CorruptBlobError unless chunks and segments tile [0, extent)."""
         pos = 0
         seg_total = 0
         for ref in self.chunks:
@@ -73,10 +98,10 @@ class Recipe(NamedTuple):
                 raise CorruptBlobError(f"{what}: chunk at offset {ref.offset} overlaps or is empty")
             seg_total += ref.offset - pos
             pos = ref.offset + ref.length
-        seg_total += self.size - pos
-        if pos > self.size or seg_total != len(self.segments):
+        seg_total += self.extent - pos
+        if pos > self.extent or seg_total != len(self.segments):
             raise CorruptBlobError(
-                f"{what}: chunks and {len(self.segments)} segment bytes do not tile {self.size} bytes"
+                f"{what}: chunks and {len(self.segments)} segment bytes do not tile {self.extent} bytes"
             )
 
 
@@ -88,8 +113,23 @@ def encode(size: int, chunks: Sequence[ChunkRef], segments) -> bytes:
     if isinstance(segments, (bytes, bytearray, memoryview)):
         segments = (segments,)
     seg_len = sum(len(s) for s in segments)
+    return _seal(VERSION, _HEAD.pack(size, len(chunks), seg_len), chunks, segments, seg_len)
+
+
+def encode_rebuilt(size: int, source: str, method: int, chunks: Sequence[ChunkRef], data_size: int) -> bytes:
+    """Encode a rebuilt recipe (module docstring): blob ``size``, the
+    ``source`` diff ID (sha256 only), the reconstruction ``method`` and the
+    chunks tiling ``data_size`` bytes of reconstruction data."""
+    algo, _, hexd = source.partition(":")
+    if algo != "sha256" or len(hexd) != 64:
+        raise ValueError(f"rebuilt recipes need a sha256 source, not {source!r}")
+    head = _HEAD.pack(size, len(chunks), data_size) + _REBUILT.pack(method, bytes.fromhex(hexd))
+    return _seal(VERSION_REBUILT, head, chunks, (), 0)
+
+
+def _seal(version, head: bytes, chunks, segments, seg_len) -> bytes:
     z = zstandard.ZstdCompressor(level=3).compressobj()
-    out = [z.compress(_HEAD.pack(size, len(chunks), seg_len))]
+    out = [z.compress(head)]
     refs = bytearray()
     for ref in chunks:
         refs += _REF.pack(*ref)
@@ -101,8 +141,8 @@ def encode(size: int, chunks: Sequence[ChunkRef], segments) -> bytes:
         out.append(z.compress(piece))
     out.append(z.flush())
     stored = b"".join(out)
-    payload_len = _HEAD.size + len(chunks) * _REF.size + seg_len
-    return _HEADER.pack(MAGIC, VERSION, _CODEC_ZSTD, xxhash.xxh3_64_intdigest(stored), payload_len) + stored
+    payload_len = len(head) + len(chunks) * _REF.size + seg_len
+    return _HEADER.pack(MAGIC, version, _CODEC_ZSTD, xxhash.xxh3_64_intdigest(stored), payload_len) + stored
 
 
 def decode(data: bytes, what: str = "recipe") -> Recipe:
@@ -117,8 +157,8 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
     if len(data) < _HEADER.size:
         raise CorruptBlobError(f"{what}: truncated ({len(data)} bytes)")
     magic, version, codec, checksum, raw_len = _HEADER.unpack_from(data)
-    if magic != MAGIC or version != VERSION or codec != _CODEC_ZSTD:
-        raise CorruptBlobError(f"{what}: not a version {VERSION} recipe")
+    if magic != MAGIC or version not in (VERSION, VERSION_REBUILT) or codec != _CODEC_ZSTD:
+        raise CorruptBlobError(f"{what}: not a version {VERSION} or {VERSION_REBUILT} recipe")
     stored = memoryview(data)[_HEADER.size:]
     if xxhash.xxh3_64_intdigest(stored) != checksum:
         raise CorruptBlobError(f"{what}: checksum mismatch")
@@ -129,10 +169,20 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
     if len(payload) != raw_len or raw_len < _HEAD.size:
         raise CorruptBlobError(f"{what}: payload length mismatch")
     size, count, seg_len = _HEAD.unpack_from(payload)
-    refs_end = _HEAD.size + count * _REF.size
+    start, extra = _HEAD.size, {}
+    if version == VERSION_REBUILT:
+        if raw_len < start + _REBUILT.size:
+            raise CorruptBlobError(f"{what}: payload length mismatch")
+        method, source = _REBUILT.unpack_from(payload, start)
+        if method != METHOD_GZIP:
+            raise CorruptBlobError(f"{what}: unknown reconstruction method {method}")
+        start += _REBUILT.size
+        extra = dict(source="sha256:" + source.hex(), method=method, data_size=seg_len)
+        seg_len = 0
+    refs_end = start + count * _REF.size
     if refs_end + seg_len != raw_len:
         raise CorruptBlobError(f"{what}: payload layout mismatch")
-    chunks = [ChunkRef(*r) for r in _REF.iter_unpack(payload[_HEAD.size:refs_end])]
-    recipe = Recipe(size, chunks, payload[refs_end:])
+    chunks = [ChunkRef(*r) for r in _REF.iter_unpack(payload[start:refs_end])]
+    recipe = Recipe(size, chunks, payload[refs_end:], **extra)
     recipe.check(what)
     return recipe

@@ -54,7 +54,9 @@ from .errors import (
 )
 from .digest import Digest, parse_digest
 from .hashing import Sha256
+from .compact import CompactMixin, CompactReport
 from .gc import LifecycleMixin, VerifyReport
+from .gzre import rebuild as gzip_rebuild
 from .images import ImagesMixin
 from .manifest import Descriptor
 from .packs import CODEC_NAMES, ENTRY_HEADER_SIZE, MAX_RAW_LENGTH, PackLocation, PackSet
@@ -62,14 +64,14 @@ from .recipe import ChunkRef, Recipe
 from .decompress import Decompressor
 from .scan import LayerScanner
 
-__all__ = ["Store", "BlobInfo", "LayerInfo", "VerifyReport", "default_store_path"]
+__all__ = ["Store", "BlobInfo", "LayerInfo", "VerifyReport", "CompactReport", "default_store_path"]
 
 FORMAT_VERSION = 1
 _READ_SIZE = 1 << 20
 
 KIND_RAW = "raw"          # any blob: chunks tile it
 KIND_LAYER = "layer"      # uncompressed layer tar: segments + content chunks
-KIND_GZIP = "gzip"        # gzip layer blob: its bytes kept as a raw recipe, diff_id -> layer
+KIND_GZIP = "gzip"        # gzip layer blob: its bytes kept as a raw recipe, or rebuilt from its layer (compact.py); diff_id -> layer
 KIND_ZSTD = "zstd"        # zstd layer blob: as gzip
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -390,7 +392,7 @@ class _LayerBlob:
                                   self.scanner.size, self.segments)
 
 
-class Store(LifecycleMixin, ImagesMixin):
+class Store(LifecycleMixin, ImagesMixin, CompactMixin):
     """A layerstore store rooted at a directory (``root``, a Path). Use
     :meth:`open`, not the constructor.
 
@@ -667,6 +669,8 @@ class Store(LifecycleMixin, ImagesMixin):
         except BaseException:
             lease.release()
             raise
+        if rec.source:
+            return _RebuiltReader(self, digest, rec, lease)
         return BlobReader(self, digest, rec, lease)
 
     def read_blob(self, digest: str) -> bytes:
@@ -979,3 +983,19 @@ class BlobReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+class _RebuiltReader(BlobReader):
+    """Reader of a gzip blob held as reconstruction data (compact.py): the
+    data (from the recipe's chunks, each verified) and the plaintext of the
+    layer it was made against (read through its own verified reader) are
+    rebuilt into the original bytes, whose digest is checked at the end
+    like any blob's."""
+
+    def _blocks(self, size=_READ_SIZE):
+        data = BlobReader._blocks(self, size)
+        layer = self._store.open_blob(self._rec.source)
+        try:
+            yield from gzip_rebuild(data, iter(lambda: layer.read(size), b""))
+        finally:
+            layer.close()

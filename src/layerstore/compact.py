@@ -1,0 +1,168 @@
+"""Compaction: gzip layer blobs kept as compressed bytes are re-stored as
+reconstruction data against their uncompressed layer (``gzre``), so the
+store holds the layer's file contents once instead of twice.
+
+Ingest keeps a gzip blob's bytes (as content-defined chunks) beside its
+layer, because it runs at the speed of inflating. :meth:`Store.compact`
+(CompactMixin) then goes over those blobs, each in one pass: the stored blob
+is read back (verified), inflated by the analyzer, and its reconstruction
+data is written to packs and, at the same time, rebuilt against the
+plaintext. The new form is committed only when the plaintext hashes to the
+blob's diff ID (so reads, which rebuild from the stored layer, see the same
+plaintext) and the rebuilt bytes hash to the blob's digest (so the
+reconstruction is proven exact); then one catalog transaction swaps the
+blob's recipe, adds references to the new chunks and drops those of the
+compressed bytes, which a later prune and repack reclaim.
+
+A crash before that transaction leaves the blob as it was (the chunks
+written are unreferenced, reclaimed by repack). A blob changed by another
+writer in the meantime is left alone.
+
+Trade-off: a rebuilt gzip blob needs its layer; the layer can no longer be
+recovered from the gzip blob by ``verify(repair=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from . import recipe as recipe_codec
+from .errors import LayerStoreError
+from .gzre import GzipAnalyzer, GzipRebuilder
+
+__all__ = ["CompactReport", "CompactMixin"]
+
+_READ = 1 << 20
+
+
+@dataclass
+class CompactReport:
+    """What :meth:`Store.compact` did. ``examined``: gzip blobs held as
+    compressed bytes that were looked at; ``rebuilt``: digests now held as
+    reconstruction data; ``blob_bytes``: their total size; ``data_bytes``:
+    the reconstruction data written for them; ``skipped``: (digest, reason)
+    for the blobs left as they were."""
+
+    examined: int = 0
+    rebuilt: List[str] = field(default_factory=list)
+    blob_bytes: int = 0
+    data_bytes: int = 0
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+
+
+class CompactMixin:
+    """:meth:`compact` for :class:`layerstore.store.Store`."""
+
+    def compact(self, digests: Optional[List[str]] = None) -> CompactReport:
+        """Re-store gzip layer blobs held as compressed bytes as
+        reconstruction data against their layer (module docstring).
+
+        ``digests``: only these blobs (default: every candidate). The disk
+        space of the compressed bytes comes back with :meth:`prune` then
+        :meth:`repack`. Blobs whose stream the reconstruction cannot express
+        (see docs/format.md), or whose layer is not stored as a layer, are
+        listed in ``skipped`` with the reason. Raises StoreError when the
+        store is closed; a damaged blob is skipped, not raised."""
+        report = CompactReport()
+        with self._catalog.read() as cur:
+            rows = cur.execute("SELECT digest, diff_id, recipe FROM blobs WHERE kind = 'gzip' ORDER BY digest").fetchall()
+        wanted = set(digests) if digests is not None else None
+        for digest, diff_id, raw in rows:
+            if wanted is not None and digest not in wanted:
+                continue
+            try:
+                if recipe_codec.decode(raw, what=f"recipe of {digest}").source:
+                    continue
+            except LayerStoreError as exc:
+                report.skipped.append((digest, str(exc)))
+                continue
+            report.examined += 1
+            try:
+                why = self._compact_one(digest, diff_id, raw, report)
+            except LayerStoreError as exc:
+                why = str(exc)
+            if why:
+                report.skipped.append((digest, why))
+        return report
+
+    def _compact_one(self, digest, diff_id, old_raw, report) -> Optional[str]:
+        """Compact one blob; returns why it was skipped, or None."""
+        from .store import KIND_LAYER, _abandon_on_error, _RawBlob
+
+        with self._lease():
+            if not diff_id or self._live_kind(diff_id) != KIND_LAYER:
+                return f"its diff ID {diff_id} is not stored as a layer"
+            side = _RawBlob(self, compress=False)  # range-coded: does not compress further
+            rebuilder = GzipRebuilder()
+            rebuilt, plain_hash = hashlib.sha256(), hashlib.sha256()
+            size = 0
+
+            def on_side(data):
+                side.feed(data)
+                rebuilder.side(data)
+
+            analyzer = GzipAnalyzer(on_side)
+
+            def pass_plain(pieces):
+                for p in pieces:
+                    plain_hash.update(p)
+                    if analyzer.exact:
+                        rebuilder.plain(p)
+                if analyzer.exact:
+                    for out in rebuilder.run():
+                        rebuilt.update(out)
+
+            with _abandon_on_error(side):
+                with self.open_blob(digest) as f:
+                    while True:
+                        buf = f.read(_READ)
+                        if not buf:
+                            break
+                        size += len(buf)
+                        pass_plain(analyzer.feed(buf))
+                pass_plain(analyzer.finish())
+                if not analyzer.exact:
+                    side.chunks.abandon()
+                    return f"its gzip stream cannot be reconstructed: {analyzer.reason}"
+                rebuilder.plain_end()
+                for out in rebuilder.run():
+                    rebuilt.update(out)
+                if "sha256:" + plain_hash.hexdigest() != diff_id:
+                    side.chunks.abandon()
+                    return f"it inflates to sha256:{plain_hash.hexdigest()}, not its diff ID {diff_id}"
+                if rebuilder.wants is not None or "sha256:" + rebuilt.hexdigest() != digest:
+                    side.chunks.abandon()
+                    return "the rebuilt bytes do not match its digest (not stored)"
+                side.finish(None)
+                rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
+                        for d, loc in side.chunks.locations().items()]
+                new_raw = recipe_codec.encode_rebuilt(size, diff_id, recipe_codec.METHOD_GZIP,
+                                                      side.chunks.refs, side.size)
+            if not self._swap_recipe(digest, old_raw, new_raw, rows, side.chunks.refs):
+                return "it changed while being compacted"
+            report.rebuilt.append(digest)
+            report.blob_bytes += size
+            report.data_bytes += side.size
+            return None
+
+    def _swap_recipe(self, digest, old_raw, new_raw, new_rows, new_refs) -> bool:
+        """One transaction: the blob's recipe ``old_raw`` becomes ``new_raw``;
+        references move from the old recipe's chunks to ``new_refs``."""
+        from .errors import StoreError
+
+        self._packs.flush(sync=True)
+        with self._catalog.write() as cur:
+            row = cur.execute("SELECT recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            if row is None or row[0] != old_raw:
+                return False
+            old = recipe_codec.decode(old_raw)
+            self._catalog.add_chunks(cur, new_rows)
+            distinct = list({r.digest: None for r in new_refs})
+            missing = self._catalog.missing_chunks(cur, distinct)
+            if missing:
+                raise StoreError(f"blob {digest}: chunk {missing[0].hex()} vanished during compaction")
+            cur.execute("UPDATE blobs SET recipe = ? WHERE digest = ?", (new_raw, digest))
+            self._catalog.add_refs(cur, distinct)
+            self._catalog.add_refs(cur, list({r.digest: None for r in old.chunks}), -1)
+        return True

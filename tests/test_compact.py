@@ -1,0 +1,186 @@
+"""Store.compact: gzip layer blobs kept as compressed bytes are re-stored as
+reconstruction data against their layer. Oracles: the corpus files
+(sha256 of every blob), gzip/zlib, and the store's own verify()."""
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+
+import pytest
+
+from conftest import corpus_path, make_tar
+from layerstore import recipe as recipe_codec
+from layerstore.cli import cli
+from layerstore.errors import CorruptBlobError
+from layerstore.store import Store
+from click.testing import CliRunner
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def disk_bytes(root) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def layer_tar(seed=1, n=40):
+    return make_tar([(f"dir/f{i}.txt", (b"line %d of file %d\n" % (i, seed)) * (200 + 37 * i)) for i in range(n)])
+
+
+def test_corpus_gzip_images_compact_and_read_back_exactly(tmp_path):
+    root = tmp_path / "s"
+    layouts = [corpus_path("images", n) for n in ("small-amd64-umoci.oci-gzip", "small-multiarch.oci-gzip")]
+    blobs = {}
+    for layout in layouts:
+        for p in (layout / "blobs" / "sha256").iterdir():
+            blobs["sha256:" + p.name] = p.read_bytes()
+    gz = {d for d, b in blobs.items() if b[:2] == b"\x1f\x8b"}
+    assert len(gz) >= 4
+    with Store.open(root) as store:
+        for layout in layouts:
+            store.load(layout, name="corpus/compact")
+        before = disk_bytes(root)
+        report = store.compact()
+        assert sorted(report.rebuilt) == sorted(gz) and not report.skipped
+        assert report.blob_bytes == sum(len(blobs[d]) for d in gz)
+        assert 0 < report.data_bytes < 0.15 * report.blob_bytes
+        for d, data in blobs.items():
+            assert store.read_blob(d) == data, d
+            assert store.stat(d).kind == ("gzip" if d in gz else store.stat(d).kind)
+        assert not store.verify().faults
+        assert store.compact().examined == 0  # nothing left to do
+        store.prune()
+        store.repack(threshold=0.0)
+        after = disk_bytes(root)
+        for d, data in blobs.items():
+            assert hashlib.sha256(store.read_blob(d)).hexdigest() == d.split(":")[1]
+        assert not store.verify().faults
+    # the kept gzip bytes (over 2 MB) are gone from the disk
+    assert before - after > 0.8 * sum(len(blobs[d]) for d in gz), (before, after)
+    with Store.open(root) as store:  # and it all survives reopening
+        for d, data in blobs.items():
+            assert store.read_blob(d) == data
+
+
+@pytest.mark.parametrize("level", [1, 6, 9])
+def test_zlib_layers(tmp_path, level):
+    tar = layer_tar(level)
+    blob = gzip.compress(tar, level, mtime=0)
+    with Store.open(tmp_path / "s") as store:
+        info = store.ingest(blob)
+        assert info.kind == "gzip"
+        report = store.compact()
+        assert report.rebuilt == [sha(blob)]
+        raw = store._catalog.get_blob(sha(blob))[6]
+        assert recipe_codec.decode(raw).source == sha(tar)
+        assert store.read_blob(sha(blob)) == blob
+        assert store.read_blob(sha(tar)) == tar
+        with store.open_blob(sha(blob)) as f:  # streaming reads in small pieces
+            got = b"".join(iter(lambda: f.read(777), b""))
+        assert got == blob
+        assert not store.verify().faults
+
+
+def test_streams_it_cannot_express_are_left_as_they_are(tmp_path):
+    tar = layer_tar(2)
+    blob = gzip.compress(tar, 6, mtime=0) + bytes(5)  # zero padding after the member
+    with Store.open(tmp_path / "s") as store:
+        store.ingest(blob)
+        report = store.compact()
+        assert report.rebuilt == [] and report.examined == 1
+        ((d, why),) = report.skipped
+        assert d == sha(blob) and "padding" in why
+        assert store.read_blob(sha(blob)) == blob
+        assert not recipe_codec.decode(store._catalog.get_blob(sha(blob))[6]).source
+
+
+def test_a_blob_changed_meanwhile_is_not_swapped(tmp_path):
+    tar = layer_tar(3)
+    blob = gzip.compress(tar, 6, mtime=0)
+    with Store.open(tmp_path / "s") as store:
+        store.ingest(blob)
+        old = store._catalog.get_blob(sha(blob))[6]
+        other = recipe_codec.encode_rebuilt(len(blob), sha(tar), recipe_codec.METHOD_GZIP, [], 0)
+        assert store._swap_recipe(sha(blob), old + b"x", other, [], []) is False
+        assert store._catalog.get_blob(sha(blob))[6] == old
+        assert store.read_blob(sha(blob)) == blob
+
+
+def test_damaged_layer_makes_the_rebuilt_blob_fail_loudly(tmp_path):
+    tar = layer_tar(4)
+    blob = gzip.compress(tar, 6, mtime=0)
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        store.ingest(blob)
+        store.compact()
+    pack = max((root / "packs").glob("*.pack"), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    with Store.open(root) as store:
+        with pytest.raises(CorruptBlobError):
+            store.read_blob(sha(blob))
+        faults = store.verify().faults
+        assert any(f.subject == sha(blob) for f in faults), faults
+
+
+def test_cli_compact(tmp_path):
+    tar = layer_tar(5)
+    blob = gzip.compress(tar, 6, mtime=0)
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        store.ingest(blob)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["--store", str(root), "compact"])
+    assert res.exit_code == 0, res.output
+    assert "rebuilt from their layer: 1 of 1" in res.output
+    res = runner.invoke(cli, ["--store", str(root), "compact", "--format", "json"])
+    assert res.exit_code == 0 and json.loads(res.output)["examined"] == 0
+    with Store.open(root) as store:
+        assert store.read_blob(sha(blob)) == blob
+
+
+_KILL_CHILD = r"""
+import sys
+from layerstore.store import Store
+with Store.open(sys.argv[1]) as s:
+    print("ready", flush=True)
+    s.compact()
+print("done", flush=True)
+"""
+
+
+def test_kill_during_compaction_loses_nothing(tmp_path):
+    root = tmp_path / "s"
+    blobs = []
+    with Store.open(root) as store:
+        for i in range(6):
+            tar = layer_tar(10 + i, n=200)
+            blob = gzip.compress(tar, 6, mtime=0)
+            store.ingest(blob)
+            blobs.append(blob)
+    for delay in (0.05, 0.15, 0.3, 0.6):
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(root)], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Store.open(root) as store:
+            for blob in blobs:
+                assert store.read_blob(sha(blob)) == blob
+            assert not store.verify().faults
+    with Store.open(root) as store:
+        store.compact()
+        for blob in blobs:
+            raw = store._catalog.get_blob(sha(blob))[6]
+            assert recipe_codec.decode(raw).source
+            assert store.read_blob(sha(blob)) == blob
+        assert not store.verify().faults
