@@ -18,7 +18,7 @@ import pytest
 import inputs
 from common import CORPUS, best_time, mb_per_s, scaled
 
-from layerstore.gzre import GzipAnalyzer, rebuild
+from layerstore.reconstruct import GzipAnalyzer, rebuild
 
 ROUNDS = scaled(3, 1)
 

@@ -7,6 +7,7 @@
  * (decode + deflate bit writer). */
 #include "gzre.h"
 #include "common.h"
+#include "rangecoder.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,141 +27,6 @@
 #define EV_CAP 65536u
 #define OUT_SOFT (1u << 18)
 #define HDR_MAX 65535u
-
-/* ---- buffers ---------------------------------------------------------- */
-
-typedef struct gbuf { uint8_t *p; size_t len, cap; int oom; } gbuf;
-
-static int gb_reserve(gbuf *b, size_t extra)
-{
-    if (b->oom) return -1;
-    if (b->len + extra <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) cap *= 2;
-    uint8_t *p = realloc(b->p, cap);
-    if (!p) { b->oom = 1; return -1; }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static void gb_put(gbuf *b, uint8_t v)
-{
-    if (gb_reserve(b, 1) == 0) b->p[b->len++] = v;
-}
-
-static void gb_append(gbuf *b, const uint8_t *d, size_t n)
-{
-    if (n && gb_reserve(b, n) == 0) { memcpy(b->p + b->len, d, n); b->len += n; }
-}
-
-static void gb_consume(gbuf *b, size_t n)
-{
-    if (n > b->len) n = b->len;
-    memmove(b->p, b->p + n, b->len - n);
-    b->len -= n;
-}
-
-/* ---- adaptive binary range coder (11-bit probabilities) --------------- */
-
-#define PROB_INIT 1024
-#define PROB_BITS 11
-#define MOVE 5
-
-typedef struct rc_enc { uint64_t low; uint32_t range; uint8_t cache; uint64_t pending; gbuf *out; } rc_enc;
-typedef struct rc_dec { uint32_t range, code; const uint8_t *p; size_t n, pos; int bad; } rc_dec;
-
-static void rce_init(rc_enc *e, gbuf *out)
-{
-    e->low = 0; e->range = 0xFFFFFFFFu; e->cache = 0; e->pending = 1; e->out = out;
-}
-
-static void rce_shift(rc_enc *e)
-{
-    if ((uint32_t)e->low < 0xFF000000u || (e->low >> 32) != 0) {
-        uint8_t carry = (uint8_t)(e->low >> 32);
-        uint8_t c = e->cache;
-        do { gb_put(e->out, (uint8_t)(c + carry)); c = 0xFF; } while (--e->pending);
-        e->cache = (uint8_t)(e->low >> 24);
-    }
-    e->pending++;
-    e->low = (e->low & 0x00FFFFFFu) << 8;
-}
-
-static void rce_bit(rc_enc *e, uint16_t *p, int bit)
-{
-    uint32_t bound = (e->range >> PROB_BITS) * *p;
-    if (!bit) { e->range = bound; *p += ((1u << PROB_BITS) - *p) >> MOVE; }
-    else { e->low += bound; e->range -= bound; *p -= *p >> MOVE; }
-    while (e->range < (1u << 24)) { e->range <<= 8; rce_shift(e); }
-}
-
-static void rce_direct(rc_enc *e, uint32_t v, int nbits)
-{
-    while (nbits--) {
-        e->range >>= 1;
-        if ((v >> nbits) & 1) e->low += e->range;
-        while (e->range < (1u << 24)) { e->range <<= 8; rce_shift(e); }
-    }
-}
-
-static void rce_flush(rc_enc *e)
-{
-    for (int i = 0; i < 5; i++) rce_shift(e);
-}
-
-static uint8_t rcd_byte(rc_dec *d)
-{
-    if (d->pos < d->n) return d->p[d->pos++];
-    d->bad = 1;
-    return 0;
-}
-
-static void rcd_init(rc_dec *d, const uint8_t *p, size_t n)
-{
-    d->p = p; d->n = n; d->pos = 0; d->bad = 0; d->range = 0xFFFFFFFFu; d->code = 0;
-    for (int i = 0; i < 5; i++) d->code = (d->code << 8) | rcd_byte(d);
-}
-
-static int rcd_bit(rc_dec *d, uint16_t *p)
-{
-    uint32_t bound = (d->range >> PROB_BITS) * *p;
-    int bit;
-    if (d->code < bound) { d->range = bound; *p += ((1u << PROB_BITS) - *p) >> MOVE; bit = 0; }
-    else { d->code -= bound; d->range -= bound; *p -= *p >> MOVE; bit = 1; }
-    while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | rcd_byte(d); }
-    return bit;
-}
-
-static uint32_t rcd_direct(rc_dec *d, int nbits)
-{
-    uint32_t v = 0;
-    while (nbits--) {
-        d->range >>= 1;
-        uint32_t b = d->code >= d->range;
-        if (b) d->code -= d->range;
-        v = (v << 1) | b;
-        while (d->range < (1u << 24)) { d->range <<= 8; d->code = (d->code << 8) | rcd_byte(d); }
-    }
-    return v;
-}
-
-static void rce_tree(rc_enc *e, uint16_t *probs, int nbits, uint32_t v)
-{
-    uint32_t m = 1;
-    for (int i = nbits - 1; i >= 0; i--) {
-        int b = (v >> i) & 1;
-        rce_bit(e, &probs[m], b);
-        m = (m << 1) | (uint32_t)b;
-    }
-}
-
-static uint32_t rcd_tree(rc_dec *d, uint16_t *probs, int nbits)
-{
-    uint32_t m = 1;
-    for (int i = 0; i < nbits; i++) m = (m << 1) | (uint32_t)rcd_bit(d, &probs[m]);
-    return m - (1u << nbits);
-}
 
 /* ---- deflate tables (RFC 1951, 3.2.5) --------------------------------- */
 

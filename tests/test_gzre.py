@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import corpus_path
 from layerstore.errors import CompressedLayerError, CorruptBlobError
-from layerstore.gzre import GzipAnalyzer, rebuild
+from layerstore.reconstruct import GzipAnalyzer, rebuild
 
 
 def analyze(data, piece=1 << 20):

@@ -1,5 +1,5 @@
 """Compaction: gzip layer blobs kept as compressed bytes are re-stored as
-reconstruction data against their uncompressed layer (``gzre``), so the
+reconstruction data against their uncompressed layer (``reconstruct``), so the
 store holds the layer's file contents once instead of twice.
 
 Ingest keeps a gzip blob's bytes (as content-defined chunks) beside its
@@ -29,7 +29,7 @@ from typing import List, Optional, Tuple
 
 from . import recipe as recipe_codec
 from .errors import LayerStoreError
-from .gzre import GzipAnalyzer, GzipRebuilder
+from .reconstruct import GzipAnalyzer, Rebuilder, ZstdAnalyzer
 
 __all__ = ["CompactReport", "CompactMixin"]
 
@@ -51,6 +51,46 @@ class CompactReport:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
 
 
+class _Proof:
+    """The two checks a compaction must pass, made as the bytes go by: the
+    plaintext hashes to the diff ID, and the rebuild (fed the
+    reconstruction data and the plaintext as they appear) hashes to the
+    blob's digest. ``size`` counts the compressed bytes read."""
+
+    def __init__(self, kind):
+        self.rebuilder = Rebuilder(kind)
+        self._plain = hashlib.sha256()
+        self._rebuilt = hashlib.sha256()
+        self._live = True
+        self.size = 0
+
+    def counted(self, buffers):
+        for buf in buffers:
+            self.size += len(buf)
+            yield buf
+
+    def plain(self, pieces, live):
+        self._live = self._live and live
+        for p in pieces:
+            self._plain.update(p)
+            if self._live:
+                self.rebuilder.plain(p)
+        self._pump()
+
+    def _pump(self):
+        if self._live:
+            for out in self.rebuilder.run():
+                self._rebuilt.update(out)
+
+    def plain_digest(self) -> str:
+        return "sha256:" + self._plain.hexdigest()
+
+    def rebuilt_matches(self, digest) -> bool:
+        self.rebuilder.plain_end()
+        self._pump()
+        return self.rebuilder.wants is None and "sha256:" + self._rebuilt.hexdigest() == digest
+
+
 class CompactMixin:
     """:meth:`compact` for :class:`layerstore.store.Store`."""
 
@@ -66,9 +106,10 @@ class CompactMixin:
         store is closed; a damaged blob is skipped, not raised."""
         report = CompactReport()
         with self._catalog.read() as cur:
-            rows = cur.execute("SELECT digest, diff_id, recipe FROM blobs WHERE kind = 'gzip' ORDER BY digest").fetchall()
+            rows = cur.execute("SELECT digest, kind, diff_id, recipe FROM blobs WHERE kind IN ('gzip', 'zstd') "
+                               "ORDER BY digest").fetchall()
         wanted = set(digests) if digests is not None else None
-        for digest, diff_id, raw in rows:
+        for digest, kind, diff_id, raw in rows:
             if wanted is not None and digest not in wanted:
                 continue
             try:
@@ -79,14 +120,14 @@ class CompactMixin:
                 continue
             report.examined += 1
             try:
-                why = self._compact_one(digest, diff_id, raw, report)
+                why = self._compact_one(digest, kind, diff_id, raw, report)
             except LayerStoreError as exc:
                 why = str(exc)
             if why:
                 report.skipped.append((digest, why))
         return report
 
-    def _compact_one(self, digest, diff_id, old_raw, report) -> Optional[str]:
+    def _compact_one(self, digest, kind, diff_id, old_raw, report) -> Optional[str]:
         """Compact one blob; returns why it was skipped, or None."""
         from .store import KIND_LAYER, _abandon_on_error, _RawBlob
 
@@ -94,55 +135,43 @@ class CompactMixin:
             if not diff_id or self._live_kind(diff_id) != KIND_LAYER:
                 return f"its diff ID {diff_id} is not stored as a layer"
             side = _RawBlob(self, compress=False)  # range-coded: does not compress further
-            rebuilder = GzipRebuilder()
-            rebuilt, plain_hash = hashlib.sha256(), hashlib.sha256()
-            size = 0
+            proof = _Proof(kind)
 
             def on_side(data):
                 side.feed(data)
-                rebuilder.side(data)
-
-            analyzer = GzipAnalyzer(on_side)
-
-            def pass_plain(pieces):
-                for p in pieces:
-                    plain_hash.update(p)
-                    if analyzer.exact:
-                        rebuilder.plain(p)
-                if analyzer.exact:
-                    for out in rebuilder.run():
-                        rebuilt.update(out)
+                proof.rebuilder.side(data)
 
             with _abandon_on_error(side):
-                with self.open_blob(digest) as f:
-                    while True:
-                        buf = f.read(_READ)
-                        if not buf:
-                            break
-                        size += len(buf)
-                        pass_plain(analyzer.feed(buf))
-                pass_plain(analyzer.finish())
+                with self.open_blob(digest) as blob:
+                    compressed = proof.counted(iter(lambda: blob.read(_READ), b""))
+                    if kind == "gzip":
+                        analyzer = GzipAnalyzer(on_side)
+                        for buf in compressed:
+                            proof.plain(analyzer.feed(buf), analyzer.exact)
+                        proof.plain(analyzer.finish(), analyzer.exact)
+                    else:
+                        with self.open_blob(diff_id) as layer:
+                            analyzer = ZstdAnalyzer(on_side, on_plain=lambda p: proof.plain([p], True))
+                            analyzer.run(compressed, iter(lambda: layer.read(_READ), b""))
+                why = None
                 if not analyzer.exact:
+                    why = f"its {kind} stream cannot be reconstructed: {analyzer.reason}"
+                elif proof.plain_digest() != diff_id:
+                    why = f"it decompresses to {proof.plain_digest()}, not its diff ID {diff_id}"
+                elif not proof.rebuilt_matches(digest):
+                    why = "the rebuilt bytes do not match its digest (not stored)"
+                if why:
                     side.chunks.abandon()
-                    return f"its gzip stream cannot be reconstructed: {analyzer.reason}"
-                rebuilder.plain_end()
-                for out in rebuilder.run():
-                    rebuilt.update(out)
-                if "sha256:" + plain_hash.hexdigest() != diff_id:
-                    side.chunks.abandon()
-                    return f"it inflates to sha256:{plain_hash.hexdigest()}, not its diff ID {diff_id}"
-                if rebuilder.wants is not None or "sha256:" + rebuilt.hexdigest() != digest:
-                    side.chunks.abandon()
-                    return "the rebuilt bytes do not match its digest (not stored)"
+                    return why
                 side.finish(None)
                 rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
                         for d, loc in side.chunks.locations().items()]
-                new_raw = recipe_codec.encode_rebuilt(size, diff_id, recipe_codec.METHOD_GZIP,
-                                                      side.chunks.refs, side.size)
+                method = recipe_codec.METHOD_GZIP if kind == "gzip" else recipe_codec.METHOD_ZSTD
+                new_raw = recipe_codec.encode_rebuilt(proof.size, diff_id, method, side.chunks.refs, side.size)
             if not self._swap_recipe(digest, old_raw, new_raw, rows, side.chunks.refs):
                 return "it changed while being compacted"
             report.rebuilt.append(digest)
-            report.blob_bytes += size
+            report.blob_bytes += proof.size
             report.data_bytes += side.size
             return None
 

@@ -18,9 +18,10 @@ bytes. The checksum is verified whenever a recipe is decoded.
 A *rebuilt* recipe (version 2) describes a compressed blob held as
 reconstruction data against the uncompressed layer it decompresses to (its
 ``source``, a diff ID): its chunks tile the reconstruction data
-(``data_size`` bytes, no segments) and the blob is what ``gzre.rebuild``
+(``data_size`` bytes, no segments) and the blob is what ``reconstruct.rebuild``
 makes of that data and the layer's bytes. Payload ``<Q I Q B 32s>`` = blob
-size, chunk count, data size, method (1 = gzip, ``gzre`` version 1), the
+size, chunk count, data size, method (1 = gzip, reconstruction data of
+``csrc/gzre.c`` version 1; 2 = zstd, ``csrc/zstre.c`` version 1), the
 source's SHA-256; then the chunk records.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ MAGIC = b"LSRC"
 VERSION = 1
 VERSION_REBUILT = 2
 METHOD_GZIP = 1
+METHOD_ZSTD = 2
+METHOD_KINDS = {METHOD_GZIP: "gzip", METHOD_ZSTD: "zstd"}
 _CODEC_ZSTD = 1
 _HEADER = struct.Struct("<4sBB2xQQ")
 _HEAD = struct.Struct("<QIQ")
@@ -174,7 +177,7 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
         if raw_len < start + _REBUILT.size:
             raise CorruptBlobError(f"{what}: payload length mismatch")
         method, source = _REBUILT.unpack_from(payload, start)
-        if method != METHOD_GZIP:
+        if method not in METHOD_KINDS:
             raise CorruptBlobError(f"{what}: unknown reconstruction method {method}")
         start += _REBUILT.size
         extra = dict(source="sha256:" + source.hex(), method=method, data_size=seg_len)

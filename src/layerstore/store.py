@@ -56,7 +56,7 @@ from .digest import Digest, parse_digest
 from .hashing import Sha256
 from .compact import CompactMixin, CompactReport
 from .gc import LifecycleMixin, VerifyReport
-from .gzre import rebuild as gzip_rebuild
+from .reconstruct import rebuild as reconstruct
 from .images import ImagesMixin
 from .manifest import Descriptor
 from .packs import CODEC_NAMES, ENTRY_HEADER_SIZE, MAX_RAW_LENGTH, PackLocation, PackSet
@@ -72,7 +72,7 @@ _READ_SIZE = 1 << 20
 KIND_RAW = "raw"          # any blob: chunks tile it
 KIND_LAYER = "layer"      # uncompressed layer tar: segments + content chunks
 KIND_GZIP = "gzip"        # gzip layer blob: its bytes kept as a raw recipe, or rebuilt from its layer (compact.py); diff_id -> layer
-KIND_ZSTD = "zstd"        # zstd layer blob: as gzip
+KIND_ZSTD = "zstd"        # zstd layer blob: as gzip (compact.py rebuilds either)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -986,7 +986,7 @@ class BlobReader(io.RawIOBase):
 
 
 class _RebuiltReader(BlobReader):
-    """Reader of a gzip blob held as reconstruction data (compact.py): the
+    """Reader of a gzip or zstd blob held as reconstruction data (compact.py): the
     data (from the recipe's chunks, each verified) and the plaintext of the
     layer it was made against (read through its own verified reader) are
     rebuilt into the original bytes, whose digest is checked at the end
@@ -996,6 +996,7 @@ class _RebuiltReader(BlobReader):
         data = BlobReader._blocks(self, size)
         layer = self._store.open_blob(self._rec.source)
         try:
-            yield from gzip_rebuild(data, iter(lambda: layer.read(size), b""))
+            kind = recipe.METHOD_KINDS[self._rec.method]
+            yield from reconstruct(data, iter(lambda: layer.read(size), b""), kind)
         finally:
             layer.close()
