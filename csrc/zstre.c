@@ -641,7 +641,7 @@ static void enc_bytes(rc_enc *e, const uint8_t *p, size_t n, int lenbits)
 
 /* ---- analyzer ----------------------------------------------------------- */
 
-enum { ZA_FRAME, ZA_BLOCK, ZA_CHECKSUM, ZA_DONE, ZA_ERROR };
+enum { ZA_FRAME, ZA_BLOCK, ZA_CHECKSUM, ZA_SKIP, ZA_DONE, ZA_ERROR };
 
 struct ls_zsan {
     uint8_t *in;
@@ -773,16 +773,10 @@ static int za_frame_header(ls_zsan *a)
         uint32_t size = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 | (uint32_t)p[7] << 24;
         if (size > ZS_SKIP_MAX) {
             za_inexact(a, "skippable frame over 64 KiB");
+            a->phase = ZA_SKIP;
+            return 0;
         }
-        if (n < 8 + (size_t)size) {
-            if (a->in_end) return za_fail(a, "truncated skippable frame");
-            if (8 + (size_t)size > ZS_IN_CAP) {
-                /* too big to hold: skip it as it streams by */
-                za_inexact(a, "skippable frame too large");
-                return za_fail(a, "skippable frame larger than the input buffer");
-            }
-            return LS_GZ_NEED_INPUT;
-        }
+        if (n < 8 + (size_t)size) return a->in_end ? za_fail(a, "truncated skippable frame") : LS_GZ_NEED_INPUT;
         if (a->exact) {
             rc_enc *e = za_event(a);
             rce_direct(e, U_SKIP, 2);
@@ -801,7 +795,12 @@ static int za_frame_header(ls_zsan *a)
     size_t len = 5 + (single ? 0 : 1) + (size_t)(did == 0 ? 0 : did == 1 ? 1 : did == 2 ? 2 : 4) +
                  (size_t)(fcs == 0 ? (single ? 1 : 0) : fcs == 1 ? 2 : fcs == 2 ? 4 : 8);
     if (n < len) return a->in_end ? za_fail(a, "truncated zstd frame header") : LS_GZ_NEED_INPUT;
-    if (did) za_inexact(a, "zstd frame needs a dictionary");
+    if (did) {
+        /* its tables may come from the dictionary: not parsed further */
+        za_inexact(a, "zstd frame needs a dictionary");
+        a->phase = ZA_SKIP;
+        return 0;
+    }
     a->checksum = (fhd >> 2) & 1;
     if (a->exact) {
         rc_enc *e = za_event(a);
@@ -948,6 +947,11 @@ int ls_zsan_run(ls_zsan *a)
             return LS_GZ_ERR_FORMAT;
         case ZA_DONE:
             return a->side.len ? LS_GZ_OUTPUT : LS_GZ_DONE;
+        case ZA_SKIP:   /* not exact: the rest of the input is not looked at */
+            a->in_pos = a->in_len;
+            if (!a->in_end) return LS_GZ_NEED_INPUT;
+            a->phase = ZA_DONE;
+            break;
         case ZA_FRAME:
             rc = za_frame_header(a);
             break;

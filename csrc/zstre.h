@@ -9,11 +9,18 @@
  * zstd stream and writes that, plus each sequence's literal length, offset
  * value and match length, as reconstruction data; the rebuilder takes the
  * data and the plaintext (which supplies every literal) and writes the
- * original bytes. Neither keeps a history window: literals come from the
- * plaintext in order, and match bytes are only skipped.
+ * original bytes. The entropy-coded literals are never decoded.
+ *
+ * Sequences are coded against a model of the plaintext that both sides
+ * keep: 4-byte hash chains over the last 4 MiB. A new offset is named by
+ * its rank among the chain positions that lengthen the best match so far,
+ * a match length by its shortfall from the longest match at its offset,
+ * and repeat offsets (3.1.1.5) by their code. So the analyzer needs the
+ * plaintext too (ls_zsan_plain), which in the store is the layer the blob
+ * decompresses to.
  *
  * Status codes are gzre.h's (LS_GZ_*). Push-driven like gzre; bounded
- * buffers (one block, at most 128 KiB of content). */
+ * buffers (the 4 MiB window plus 4 MiB of plaintext, one block). */
 #ifndef LS_ZSTRE_H
 #define LS_ZSTRE_H
 

@@ -164,7 +164,7 @@ def test_cli_compact(tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["--store", str(root), "compact"])
     assert res.exit_code == 0, res.output
-    assert "rebuilt from their layer: 1 of 1" in res.output
+    assert "Compressed blobs rebuilt from their layer: 1 of 1" in res.output
     res = runner.invoke(cli, ["--store", str(root), "compact", "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.output)["examined"] == 0
     with Store.open(root) as store:

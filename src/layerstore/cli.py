@@ -973,10 +973,10 @@ def repack(state: State, threshold, fmt):
 @_format_option
 @pass_state
 def compact(state: State, fmt):
-    """Hold gzip layers once: re-store kept gzip bytes as reconstruction data.
+    """Hold compressed layers once: keep reconstruction data, not the bytes.
 
-    A gzip layer blob is kept beside its uncompressed layer when it is
-    ingested. compact re-stores each such blob as the small data that
+    A gzip or zstd layer blob is kept beside its uncompressed layer when it
+    is ingested. compact re-stores each such blob as the small data that
     rebuilds it bit-exactly from the layer, proving each by rebuilding it
     before the swap. prune then repack give the space back to the disk.
 
@@ -990,7 +990,7 @@ def compact(state: State, fmt):
     if state.fmt(fmt) == "json":
         _print_json(report)
         return
-    click.echo(f"gzip blobs rebuilt from their layer: {len(report.rebuilt)} of {report.examined} "
+    click.echo(f"Compressed blobs rebuilt from their layer: {len(report.rebuilt)} of {report.examined} "
                f"({human_size(report.blob_bytes)} now held as {human_size(report.data_bytes)} of reconstruction data)")
     for digest, why in report.skipped:
         click.echo(f"Left as it was: {digest}: {why}")

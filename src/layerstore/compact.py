@@ -1,13 +1,14 @@
-"""Compaction: gzip layer blobs kept as compressed bytes are re-stored as
-reconstruction data against their uncompressed layer (``reconstruct``), so the
-store holds the layer's file contents once instead of twice.
+"""Compaction: gzip and zstd layer blobs kept as compressed bytes are
+re-stored as reconstruction data against their uncompressed layer
+(``reconstruct``), so the store holds the layer's file contents once
+instead of twice.
 
-Ingest keeps a gzip blob's bytes (as content-defined chunks) beside its
-layer, because it runs at the speed of inflating. :meth:`Store.compact`
+Ingest keeps a compressed blob's bytes (as content-defined chunks) beside
+its layer, because it runs at the speed of decompressing. :meth:`Store.compact`
 (CompactMixin) then goes over those blobs, each in one pass: the stored blob
-is read back (verified), inflated by the analyzer, and its reconstruction
-data is written to packs and, at the same time, rebuilt against the
-plaintext. The new form is committed only when the plaintext hashes to the
+is read back (verified) and analyzed (gzip: inflated by the analyzer; zstd:
+parsed beside the stored layer's bytes), and its reconstruction data is
+written to packs and, at the same time, rebuilt against the plaintext. The new form is committed only when the plaintext hashes to the
 blob's diff ID (so reads, which rebuild from the stored layer, see the same
 plaintext) and the rebuilt bytes hash to the blob's digest (so the
 reconstruction is proven exact); then one catalog transaction swaps the
@@ -18,8 +19,8 @@ A crash before that transaction leaves the blob as it was (the chunks
 written are unreferenced, reclaimed by repack). A blob changed by another
 writer in the meantime is left alone.
 
-Trade-off: a rebuilt gzip blob needs its layer; the layer can no longer be
-recovered from the gzip blob by ``verify(repair=True)``.
+Trade-off: a rebuilt blob needs its layer; the layer can no longer be
+recovered from the compressed blob by ``verify(repair=True)``.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ _READ = 1 << 20
 
 @dataclass
 class CompactReport:
-    """What :meth:`Store.compact` did. ``examined``: gzip blobs held as
+    """What :meth:`Store.compact` did. ``examined``: gzip and zstd blobs held as
     compressed bytes that were looked at; ``rebuilt``: digests now held as
     reconstruction data; ``blob_bytes``: their total size; ``data_bytes``:
     the reconstruction data written for them; ``skipped``: (digest, reason)
@@ -95,7 +96,7 @@ class CompactMixin:
     """:meth:`compact` for :class:`layerstore.store.Store`."""
 
     def compact(self, digests: Optional[List[str]] = None) -> CompactReport:
-        """Re-store gzip layer blobs held as compressed bytes as
+        """Re-store gzip and zstd layer blobs held as compressed bytes as
         reconstruction data against their layer (module docstring).
 
         ``digests``: only these blobs (default: every candidate). The disk
