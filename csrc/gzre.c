@@ -484,10 +484,8 @@ struct ls_gzan {
     gbuf aux;
     model *m;
     uint64_t mpos;             /* the model's plaintext position */
-    rc_enc rc;
-    gbuf frame, side;
-    uint32_t units;
-    int exact, frame_open;
+    rc_out o;
+    int exact;
     uint64_t members, err_off;
     char msg[160];
 };
@@ -534,7 +532,7 @@ void ls_gzan_free(ls_gzan *a)
 {
     if (!a) return;
     free(a->in); free(a->W.w); free(a->ev); free(a->m);
-    free(a->aux.p); free(a->frame.p); free(a->side.p);
+    free(a->aux.p); free(a->o.frame.p); free(a->o.side.p);
     free(a);
 }
 
@@ -861,19 +859,6 @@ static int after_member(ls_gzan *a)
 
 /* ---- analyzer: coding the events -------------------------------------- */
 
-static void frame_end(ls_gzan *a)
-{
-    rce_flush(&a->rc);
-    uint8_t hdr[4];
-    uint32_t n = (uint32_t)a->frame.len;
-    for (int i = 0; i < 4; i++) hdr[i] = (uint8_t)(n >> (8 * i));
-    gb_append(&a->side, hdr, 4);
-    gb_append(&a->side, a->frame.p, a->frame.len);
-    a->frame.len = 0;
-    a->frame_open = 0;
-    a->units = 0;
-}
-
 static void code_bytes(rc_enc *e, const uint8_t *d, size_t n)
 {
     for (size_t i = 0; i < n; i++) rce_direct(e, d[i], 8);
@@ -887,8 +872,7 @@ static void code_events(ls_gzan *a)
         event *e = &a->ev[a->ev_head];
         if ((e->type == EV_LIT || e->type == EV_MATCH) && !final && a->W.end < e->pos + MAXMATCH) break;
         if (e->type == EV_END && !e->b && !final) break;
-        if (!a->frame_open) { rce_init(&a->rc, &a->frame); a->frame_open = 1; }
-        rc_enc *rc = &a->rc;
+        rc_enc *rc = rco_event(&a->o);
         const uint8_t *aux = a->aux.p + e->aux;
         uint32_t units = 1;
         a->mpos = e->pos;
@@ -933,17 +917,16 @@ static void code_events(ls_gzan *a)
         }
         a->ev_head = (a->ev_head + 1) % EV_CAP;
         a->ev_len--;
-        a->units += units;
-        if (a->units >= FRAME_UNITS) frame_end(a);
+        rco_done(&a->o, units, FRAME_UNITS);
     }
     if (!a->ev_len) a->aux.len = 0;
-    if (final && a->exact && !a->ev_len && a->frame_open) frame_end(a);
+    if (final && a->exact && !a->ev_len) rco_end(&a->o);
 }
 
 int ls_gzan_run(ls_gzan *a)
 {
     for (;;) {
-        if (a->aux.oom || a->frame.oom || a->side.oom) return LS_GZ_ERR_NOMEM;
+        if (a->aux.oom || a->o.frame.oom || a->o.side.oom) return LS_GZ_ERR_NOMEM;
         if (a->phase == A_ERROR) return LS_GZ_ERR_FORMAT;
         int rc = 0;
         switch (a->phase) {
@@ -972,13 +955,13 @@ int ls_gzan_run(ls_gzan *a)
             break;
         case A_DONE:
             code_events(a);
-            return (a->W.end > a->taken || a->side.len) ? LS_GZ_OUTPUT : LS_GZ_DONE;
+            return (a->W.end > a->taken || a->o.side.len) ? LS_GZ_OUTPUT : LS_GZ_DONE;
         }
         size_t before = a->ev_len;
         code_events(a);
         if (rc < 0 || rc == LS_GZ_NEED_INPUT) return rc;
         if (rc == LS_GZ_OUTPUT) {
-            if (a->W.end > a->taken || a->side.len) return rc;
+            if (a->W.end > a->taken || a->o.side.len) return rc;
             if (a->ev_len == before) {
                 snprintf(a->msg, sizeof a->msg, "internal: plaintext window cannot advance");
                 return LS_GZ_ERR_NOMEM;
@@ -1001,11 +984,11 @@ void ls_gzan_plain_taken(ls_gzan *a, size_t n)
 
 size_t ls_gzan_side(ls_gzan *a, const uint8_t **ptr)
 {
-    *ptr = a->side.p;
-    return a->side.len;
+    *ptr = a->o.side.p;
+    return a->o.side.len;
 }
 
-void ls_gzan_side_taken(ls_gzan *a, size_t n) { gb_consume(&a->side, n); }
+void ls_gzan_side_taken(ls_gzan *a, size_t n) { gb_consume(&a->o.side, n); }
 int ls_gzan_exact(const ls_gzan *a) { return a->exact; }
 const char *ls_gzan_message(const ls_gzan *a) { return a->msg; }
 uint64_t ls_gzan_offset(const ls_gzan *a) { return a->err_off; }
@@ -1016,11 +999,7 @@ uint64_t ls_gzan_members(const ls_gzan *a) { return a->members; }
 enum { R_MEMBER, R_BLOCK, R_STORED, R_TOKENS, R_END, R_DONE, R_ERROR };
 
 struct ls_gzre {
-    gbuf side;                 /* reconstruction data not yet decoded */
-    size_t frame_len;          /* bytes of side.p that are the current frame */
-    int frame_open;
-    rc_dec rd;
-    uint32_t units;
+    rc_in in;                  /* reconstruction data not yet decoded */
     win W;                     /* plaintext; p is the next byte to cover */
     uint64_t p;
     int plain_end;
@@ -1060,16 +1039,11 @@ ls_gzre *ls_gzre_new(void)
 void ls_gzre_free(ls_gzre *r)
 {
     if (!r) return;
-    free(r->side.p); free(r->W.w); free(r->m); free(r->out.p);
+    free(r->in.side.p); free(r->W.w); free(r->m); free(r->out.p);
     free(r);
 }
 
-size_t ls_gzre_side(ls_gzre *r, const uint8_t *data, size_t n)
-{
-    if (r->side.len > (1u << 21)) return 0;
-    gb_append(&r->side, data, n);
-    return r->side.oom ? 0 : n;
-}
+size_t ls_gzre_side(ls_gzre *r, const uint8_t *data, size_t n) { return rci_feed(&r->in, data, n); }
 
 size_t ls_gzre_plain(ls_gzre *r, const uint8_t *data, size_t n)
 {
@@ -1103,26 +1077,13 @@ static void put_bits(ls_gzre *r, uint32_t v, unsigned n)
 /* Start a frame if none is open: 0, or LS_GZ_NEED_SIDE. */
 static int re_frame(ls_gzre *r)
 {
-    if (r->frame_open) return 0;
-    if (r->frame_len) { gb_consume(&r->side, r->frame_len); r->frame_len = 0; }
-    if (r->side.len < 4) return LS_GZ_NEED_SIDE;
-    uint32_t n = (uint32_t)r->side.p[0] | (uint32_t)r->side.p[1] << 8 | (uint32_t)r->side.p[2] << 16 |
-                 (uint32_t)r->side.p[3] << 24;
-    if (n > (1u << 21)) return re_fail(r, "reconstruction frame too long");
-    if (r->side.len < 4 + (size_t)n) return LS_GZ_NEED_SIDE;
-    rcd_init(&r->rd, r->side.p + 4, n);
-    r->frame_len = 4 + (size_t)n;
-    r->frame_open = 1;
-    r->units = 0;
-    return 0;
+    int rc = rci_frame(&r->in);
+    return rc < 0 ? re_fail(r, "reconstruction frame too long") : rc ? LS_GZ_NEED_SIDE : 0;
 }
 
 static int re_event_done(ls_gzre *r, uint32_t units)
 {
-    if (r->rd.bad) return re_fail(r, "reconstruction data ends inside a frame");
-    r->units += units;
-    if (r->units >= FRAME_UNITS) r->frame_open = 0;
-    return 0;
+    return rci_done(&r->in, units, FRAME_UNITS) ? re_fail(r, "reconstruction data ends inside a frame") : 0;
 }
 
 static int re_step(ls_gzre *r)
@@ -1132,21 +1093,21 @@ static int re_step(ls_gzre *r)
     switch (r->state) {
     case R_MEMBER: {
         if ((rc = re_frame(r))) return rc;
-        uint32_t n = rcd_direct(&r->rd, 16);
-        for (uint32_t i = 0; i < n; i++) put_bits(r, rcd_direct(&r->rd, 8), 8);
+        uint32_t n = rcd_direct(&r->in.rd, 16);
+        for (uint32_t i = 0; i < n; i++) put_bits(r, rcd_direct(&r->in.rd, 8), 8);
         r->state = R_BLOCK;
         return re_event_done(r, 1 + n);
     }
     case R_BLOCK: {
         if ((rc = re_frame(r))) return rc;
-        r->bfinal = (int)rcd_direct(&r->rd, 1);
-        uint32_t type = rcd_direct(&r->rd, 2);
+        r->bfinal = (int)rcd_direct(&r->in.rd, 1);
+        uint32_t type = rcd_direct(&r->in.rd, 2);
         put_bits(r, (uint32_t)r->bfinal | type << 1, 3);
         uint32_t units = 1;
         if (type == 0) {
             unsigned pad = (unsigned)((8 - (r->outbits & 7)) & 7);
-            put_bits(r, rcd_direct(&r->rd, (int)pad), pad);
-            uint32_t ln = rcd_direct(&r->rd, 16);
+            put_bits(r, rcd_direct(&r->in.rd, (int)pad), pad);
+            uint32_t ln = rcd_direct(&r->in.rd, 16);
             put_bits(r, ln, 16);
             put_bits(r, ln ^ 0xFFFF, 16);
             r->stored_left = ln;
@@ -1155,11 +1116,11 @@ static int re_step(ls_gzre *r)
             fixed_tables(&r->lit, &r->dist);
             r->state = R_TOKENS;
         } else if (type == 2) {
-            uint32_t nb = rcd_direct(&r->rd, 13);
+            uint32_t nb = rcd_direct(&r->in.rd, 13);
             uint8_t tmp[1024] = {0};
             if (nb > 8 * sizeof tmp) return re_fail(r, "dynamic header too long");
             for (uint32_t i = 0; i < nb; i++) {
-                uint32_t bit = rcd_direct(&r->rd, 1);
+                uint32_t bit = rcd_direct(&r->in.rd, 1);
                 tmp[i >> 3] |= (uint8_t)(bit << (i & 7));
                 put_bits(r, bit, 1);
             }
@@ -1191,8 +1152,8 @@ static int re_step(ls_gzre *r)
         if ((rc = re_frame(r))) return rc;
         int len;
         uint32_t dist;
-        int ev = model_decode(r->m, W, &r->rd, r->p, &len, &dist);
-        if (ev < 0 || r->rd.bad) return re_fail(r, "reconstruction data does not fit the plaintext");
+        int ev = model_decode(r->m, W, &r->in.rd, r->p, &len, &dist);
+        if (ev < 0 || r->in.rd.bad) return re_fail(r, "reconstruction data does not fit the plaintext");
         if (ev == 1) {
             if (!r->lit.len[256]) return re_fail(r, "no end-of-block code");
             put_bits(r, r->lit.code[256], r->lit.len[256]);
@@ -1220,9 +1181,9 @@ static int re_step(ls_gzre *r)
     case R_END: {
         if ((rc = re_frame(r))) return rc;
         unsigned pad = (unsigned)((8 - (r->outbits & 7)) & 7);
-        put_bits(r, rcd_direct(&r->rd, (int)pad), pad);
-        for (int i = 0; i < 8; i++) put_bits(r, rcd_direct(&r->rd, 8), 8);
-        r->state = rcd_direct(&r->rd, 1) ? R_MEMBER : R_DONE;
+        put_bits(r, rcd_direct(&r->in.rd, (int)pad), pad);
+        for (int i = 0; i < 8; i++) put_bits(r, rcd_direct(&r->in.rd, 8), 8);
+        r->state = rcd_direct(&r->in.rd, 1) ? R_MEMBER : R_DONE;
         return re_event_done(r, 9);
     }
     }
@@ -1232,7 +1193,7 @@ static int re_step(ls_gzre *r)
 int ls_gzre_run(ls_gzre *r)
 {
     for (;;) {
-        if (r->side.oom || r->out.oom) return LS_GZ_ERR_NOMEM;
+        if (r->in.side.oom || r->out.oom) return LS_GZ_ERR_NOMEM;
         if (r->state == R_ERROR) return LS_GZ_ERR_SIDE;
         if (r->out.len >= OUT_SOFT) return LS_GZ_OUTPUT;
         if (r->state == R_DONE) {

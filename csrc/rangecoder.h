@@ -145,4 +145,78 @@ static inline uint32_t rcd_tree(rc_dec *d, uint16_t *probs, int nbits)
     return m - (1u << nbits);
 }
 
+/* ---- framing of reconstruction data ------------------------------------
+ * Frames of `u32 length` (little-endian) + one range coder run. A frame
+ * ends after the event that brings its unit count to `limit`; the model
+ * state carries over. */
+
+typedef struct rc_out { rc_enc rc; gbuf frame, side; uint32_t units; int open; } rc_out;
+
+/* The coder for the next event (opening a frame if none is open). */
+static inline rc_enc *rco_event(rc_out *o)
+{
+    if (!o->open) { rce_init(&o->rc, &o->frame); o->open = 1; }
+    return &o->rc;
+}
+
+/* Close the open frame: its bytes go to o->side behind their length. */
+static inline void rco_end(rc_out *o)
+{
+    if (!o->open) return;
+    rce_flush(&o->rc);
+    uint8_t hdr[4];
+    uint32_t n = (uint32_t)o->frame.len;
+    for (int i = 0; i < 4; i++) hdr[i] = (uint8_t)(n >> (8 * i));
+    gb_append(&o->side, hdr, 4);
+    gb_append(&o->side, o->frame.p, o->frame.len);
+    o->frame.len = 0;
+    o->open = 0;
+    o->units = 0;
+}
+
+static inline void rco_done(rc_out *o, uint32_t units, uint32_t limit)
+{
+    o->units += units;
+    if (o->units >= limit) rco_end(o);
+}
+
+#define RC_FRAME_MAX (1u << 21)
+
+typedef struct rc_in { gbuf side; size_t frame_len; int open; rc_dec rd; uint32_t units; } rc_in;
+
+/* Open the next frame if none is open: 0 (open), 1 (its bytes are not all
+ * here yet), -1 (a frame longer than RC_FRAME_MAX: damaged data). */
+static inline int rci_frame(rc_in *in)
+{
+    if (in->open) return 0;
+    if (in->frame_len) { gb_consume(&in->side, in->frame_len); in->frame_len = 0; }
+    if (in->side.len < 4) return 1;
+    const uint8_t *p = in->side.p;
+    uint32_t n = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    if (n > RC_FRAME_MAX) return -1;
+    if (in->side.len < 4 + (size_t)n) return 1;
+    rcd_init(&in->rd, p + 4, n);
+    in->frame_len = 4 + (size_t)n;
+    in->open = 1;
+    in->units = 0;
+    return 0;
+}
+
+/* After an event: -1 when its data ran past its frame, else 0. */
+static inline int rci_done(rc_in *in, uint32_t units, uint32_t limit)
+{
+    if (in->rd.bad) return -1;
+    in->units += units;
+    if (in->units >= limit) in->open = 0;
+    return 0;
+}
+
+/* Append reconstruction data (refused while a lot is waiting). */
+static inline size_t rci_feed(rc_in *in, const uint8_t *data, size_t n)
+{
+    if (in->side.len > RC_FRAME_MAX) return 0;
+    gb_append(&in->side, data, n);
+    return in->side.oom ? 0 : n;
+}
+
 #endif

@@ -654,10 +654,8 @@ struct ls_zsan {
     zhist hist;                /* plaintext fed so far (the model's view) */
     uint64_t pos;              /* plaintext position of the next block */
     int plain_end;
-    rc_enc rc;
-    gbuf frame, side;
-    uint32_t units;
-    int frame_open, exact;
+    rc_out o;
+    int exact;
     uint64_t plain;
     char msg[160];
     uint64_t err_off;
@@ -696,7 +694,7 @@ ls_zsan *ls_zsan_new(void)
 void ls_zsan_free(ls_zsan *a)
 {
     if (!a) return;
-    free(a->in); free(a->seq); free(a->frame.p); free(a->side.p);
+    free(a->in); free(a->seq); free(a->o.frame.p); free(a->o.side.p);
     zh_free(&a->hist);
     free(a);
 }
@@ -722,31 +720,6 @@ void ls_zsan_input_end(ls_zsan *a) { a->in_end = 1; }
 size_t ls_zsan_plain(ls_zsan *a, const uint8_t *data, size_t n) { return zh_append(&a->hist, data, n, a->pos); }
 void ls_zsan_plain_end(ls_zsan *a) { a->plain_end = 1; }
 
-static rc_enc *za_event(ls_zsan *a)
-{
-    if (!a->frame_open) { rce_init(&a->rc, &a->frame); a->frame_open = 1; }
-    return &a->rc;
-}
-
-static void za_frame_end(ls_zsan *a)
-{
-    rce_flush(&a->rc);
-    uint8_t hdr[4];
-    uint32_t n = (uint32_t)a->frame.len;
-    for (int i = 0; i < 4; i++) hdr[i] = (uint8_t)(n >> (8 * i));
-    gb_append(&a->side, hdr, 4);
-    gb_append(&a->side, a->frame.p, a->frame.len);
-    a->frame.len = 0;
-    a->frame_open = 0;
-    a->units = 0;
-}
-
-static void za_done_event(ls_zsan *a, uint32_t units)
-{
-    a->units += units;
-    if (a->units >= ZS_FRAME_UNITS) za_frame_end(a);
-}
-
 /* Event tags (2 direct bits) at stream level. */
 enum { U_FRAME, U_SKIP, U_END };
 
@@ -759,8 +732,8 @@ static int za_frame_header(ls_zsan *a)
         if (!a->plain_end) return LS_GZ_NEED_PLAIN;
         if (a->hist.end != a->pos) return za_fail(a, "plaintext longer than the stream decodes to");
         if (a->exact) {
-            rce_direct(za_event(a), U_END, 2);
-            za_frame_end(a);
+            rce_direct(rco_event(&a->o), U_END, 2);
+            rco_end(&a->o);
         }
         a->phase = ZA_DONE;
         return 0;
@@ -778,11 +751,11 @@ static int za_frame_header(ls_zsan *a)
         }
         if (n < 8 + (size_t)size) return a->in_end ? za_fail(a, "truncated skippable frame") : LS_GZ_NEED_INPUT;
         if (a->exact) {
-            rc_enc *e = za_event(a);
+            rc_enc *e = rco_event(&a->o);
             rce_direct(e, U_SKIP, 2);
             rce_direct(e, magic & 15, 4);
             enc_bytes(e, p + 8, size, 17);
-            za_done_event(a, 1 + size);
+            rco_done(&a->o, 1 + size, ZS_FRAME_UNITS);
         }
         a->in_pos += 8 + (size_t)size;
         return 0;
@@ -803,10 +776,10 @@ static int za_frame_header(ls_zsan *a)
     }
     a->checksum = (fhd >> 2) & 1;
     if (a->exact) {
-        rc_enc *e = za_event(a);
+        rc_enc *e = rco_event(&a->o);
         rce_direct(e, U_FRAME, 2);
         enc_bytes(e, p + 4, len - 4, 5);
-        za_done_event(a, 1);
+        rco_done(&a->o, 1, ZS_FRAME_UNITS);
     }
     for (int k = 0; k < 3; k++) a->tab[k].valid = 0;
     a->hist.frame_start = a->pos;
@@ -905,7 +878,7 @@ static int za_block(ls_zsan *a)
     }
     uint64_t limit = a->pos + plain;
     if (a->exact) {
-        rc_enc *e = za_event(a);
+        rc_enc *e = rco_event(&a->o);
         rce_direct(e, h, 24);
         uint32_t units = 1;
         if (type == 2) {
@@ -928,7 +901,7 @@ static int za_block(ls_zsan *a)
             }
             units += nbseq + (uint32_t)((preA + preB) / 8);
         }
-        za_done_event(a, units);
+        rco_done(&a->o, units, ZS_FRAME_UNITS);
     }
     a->pos = limit;
     a->plain += plain;
@@ -940,13 +913,13 @@ static int za_block(ls_zsan *a)
 int ls_zsan_run(ls_zsan *a)
 {
     for (;;) {
-        if (a->frame.oom || a->side.oom) return LS_GZ_ERR_NOMEM;
+        if (a->o.frame.oom || a->o.side.oom) return LS_GZ_ERR_NOMEM;
         int rc = 0;
         switch (a->phase) {
         case ZA_ERROR:
             return LS_GZ_ERR_FORMAT;
         case ZA_DONE:
-            return a->side.len ? LS_GZ_OUTPUT : LS_GZ_DONE;
+            return a->o.side.len ? LS_GZ_OUTPUT : LS_GZ_DONE;
         case ZA_SKIP:   /* not exact: the rest of the input is not looked at */
             a->in_pos = a->in_len;
             if (!a->in_end) return LS_GZ_NEED_INPUT;
@@ -964,22 +937,22 @@ int ls_zsan_run(ls_zsan *a)
                 break;
             }
             if (a->exact) {
-                rc_enc *e = za_event(a);
+                rc_enc *e = rco_event(&a->o);
                 const uint8_t *p = a->in + a->in_pos;
                 rce_direct(e, (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24, 32);
-                za_done_event(a, 1);
+                rco_done(&a->o, 1, ZS_FRAME_UNITS);
             }
             a->in_pos += 4;
             a->phase = ZA_FRAME;
             break;
         }
         if (rc) return rc;
-        if (a->side.len >= (1u << 18)) return LS_GZ_OUTPUT;
+        if (a->o.side.len >= (1u << 18)) return LS_GZ_OUTPUT;
     }
 }
 
-size_t ls_zsan_side(ls_zsan *a, const uint8_t **ptr) { *ptr = a->side.p; return a->side.len; }
-void ls_zsan_side_taken(ls_zsan *a, size_t n) { gb_consume(&a->side, n); }
+size_t ls_zsan_side(ls_zsan *a, const uint8_t **ptr) { *ptr = a->o.side.p; return a->o.side.len; }
+void ls_zsan_side_taken(ls_zsan *a, size_t n) { gb_consume(&a->o.side, n); }
 int ls_zsan_exact(const ls_zsan *a) { return a->exact; }
 const char *ls_zsan_message(const ls_zsan *a) { return a->msg; }
 uint64_t ls_zsan_offset(const ls_zsan *a) { return a->err_off; }
@@ -990,11 +963,7 @@ uint64_t ls_zsan_plain_size(const ls_zsan *a) { return a->plain; }
 enum { ZR_UNIT, ZR_BLOCK, ZR_CHECKSUM, ZR_DONE, ZR_ERROR };
 
 struct ls_zsre {
-    gbuf side;
-    size_t frame_len;
-    int frame_open;
-    rc_dec rd;
-    uint32_t units;
+    rc_in in;                   /* reconstruction data not yet decoded */
     zhist hist;                 /* plaintext (the model's view and the literals' source) */
     uint64_t pos;               /* plaintext position of the next block */
     int plain_end;
@@ -1037,17 +1006,12 @@ ls_zsre *ls_zsre_new(void)
 void ls_zsre_free(ls_zsre *r)
 {
     if (!r) return;
-    free(r->side.p); free(r->seq); free(r->out.p); free(r->lits.p);
+    free(r->in.side.p); free(r->seq); free(r->out.p); free(r->lits.p);
     zh_free(&r->hist);
     free(r);
 }
 
-size_t ls_zsre_side(ls_zsre *r, const uint8_t *data, size_t n)
-{
-    if (r->side.len > (1u << 21)) return 0;
-    gb_append(&r->side, data, n);
-    return r->side.oom ? 0 : n;
-}
+size_t ls_zsre_side(ls_zsre *r, const uint8_t *data, size_t n) { return rci_feed(&r->in, data, n); }
 
 size_t ls_zsre_plain(ls_zsre *r, const uint8_t *data, size_t n) { return zh_append(&r->hist, data, n, r->pos); }
 
@@ -1055,34 +1019,21 @@ void ls_zsre_plain_end(ls_zsre *r) { r->plain_end = 1; }
 
 static int zr_frame(ls_zsre *r)
 {
-    if (r->frame_open) return 0;
-    if (r->frame_len) { gb_consume(&r->side, r->frame_len); r->frame_len = 0; }
-    if (r->side.len < 4) return LS_GZ_NEED_SIDE;
-    uint32_t n = (uint32_t)r->side.p[0] | (uint32_t)r->side.p[1] << 8 | (uint32_t)r->side.p[2] << 16 |
-                 (uint32_t)r->side.p[3] << 24;
-    if (n > (1u << 21)) return zr_fail(r, "reconstruction frame too long");
-    if (r->side.len < 4 + (size_t)n) return LS_GZ_NEED_SIDE;
-    rcd_init(&r->rd, r->side.p + 4, n);
-    r->frame_len = 4 + (size_t)n;
-    r->frame_open = 1;
-    r->units = 0;
-    return 0;
+    int rc = rci_frame(&r->in);
+    return rc < 0 ? zr_fail(r, "reconstruction frame too long") : rc ? LS_GZ_NEED_SIDE : 0;
 }
 
 static int zr_done(ls_zsre *r, uint32_t units)
 {
-    if (r->rd.bad) return zr_fail(r, "reconstruction data ends inside a frame");
-    r->units += units;
-    if (r->units >= ZS_FRAME_UNITS) r->frame_open = 0;
-    return 0;
+    return rci_done(&r->in, units, ZS_FRAME_UNITS) ? zr_fail(r, "reconstruction data ends inside a frame") : 0;
 }
 
 static size_t dec_bytes(ls_zsre *r, uint8_t *dst, size_t cap, int lenbits, int emit)
 {
-    size_t n = rcd_direct(&r->rd, lenbits);
-    if (n > cap) { r->rd.bad = 1; return 0; }
+    size_t n = rcd_direct(&r->in.rd, lenbits);
+    if (n > cap) { r->in.rd.bad = 1; return 0; }
     for (size_t i = 0; i < n; i++) {
-        uint8_t v = (uint8_t)rcd_direct(&r->rd, 8);
+        uint8_t v = (uint8_t)rcd_direct(&r->in.rd, 8);
         if (dst) dst[i] = v;
         if (emit) gb_put(&r->out, v);
     }
@@ -1118,7 +1069,7 @@ static int zr_emit_block(ls_zsre *r)
         uint64_t q = r->pos;
         for (uint32_t i = 0; i < r->nbseq; i++) {
             uint32_t *v = &r->seq[3 * i];
-            if (dec_seq(&r->rd, &r->model, &r->hist, q, limit, &v[0], &v[1], &v[2]))
+            if (dec_seq(&r->in.rd, &r->model, &r->hist, q, limit, &v[0], &v[1], &v[2]))
                 return zr_fail(r, "reconstruction data does not fit the plaintext");
             q += (uint64_t)v[0] + v[2];
             if (q > limit) return zr_fail(r, "sequences run past their block");
@@ -1230,10 +1181,10 @@ static int zr_step(ls_zsre *r)
     if ((rc = zr_frame(r))) return rc;
     switch (r->state) {
     case ZR_UNIT: {
-        uint32_t u = rcd_direct(&r->rd, 2);
+        uint32_t u = rcd_direct(&r->in.rd, 2);
         if (u == U_END) { r->state = ZR_DONE; return zr_done(r, 1); }
         if (u == U_SKIP) {
-            uint32_t nib = rcd_direct(&r->rd, 4);
+            uint32_t nib = rcd_direct(&r->in.rd, 4);
             uint8_t hdr[4] = {(uint8_t)(0x50 | nib), 0x2A, 0x4D, 0x18};
             gb_append(&r->out, hdr, 4);
             size_t at = r->out.len;
@@ -1257,7 +1208,7 @@ static int zr_step(ls_zsre *r)
         return zr_done(r, 1);
     }
     case ZR_BLOCK: {
-        uint32_t h = rcd_direct(&r->rd, 24);
+        uint32_t h = rcd_direct(&r->in.rd, 24);
         int last = h & 1, type = (h >> 1) & 3;
         uint32_t size = h >> 3;
         uint32_t units = 1;
@@ -1269,10 +1220,10 @@ static int zr_step(ls_zsre *r)
             if (seq_count(r->preB, r->preB_len, &nbseq) < 0 || nbseq > ZS_SEQ_MAX)
                 return zr_fail(r, "bad sequence count in reconstruction data");
             r->nbseq = nbseq;
-            r->bsize = rcd_direct(&r->rd, 18);
+            r->bsize = rcd_direct(&r->in.rd, 18);
             if (r->bsize > ZS_BLOCK_MAX) return zr_fail(r, "block size in reconstruction data too large");
             if (nbseq)
-                for (int k = 0; k < 3; k++) r->seq[3 * nbseq + (uint32_t)k] = rcd_direct(&r->rd, 9);
+                for (int k = 0; k < 3; k++) r->seq[3 * nbseq + (uint32_t)k] = rcd_direct(&r->in.rd, 9);
             /* the sequences are decoded once the block's plaintext is here
              * (zr_emit_block), which also ends this event */
             r->units_pending = units + nbseq + (uint32_t)((r->preA_len + r->preB_len) / 8);
@@ -1285,10 +1236,10 @@ static int zr_step(ls_zsre *r)
             if ((rc = zr_done(r, units))) return rc;
         }
         r->state = last ? (r->checksum ? ZR_CHECKSUM : ZR_UNIT) : ZR_BLOCK;
-        return r->rd.bad ? zr_fail(r, "reconstruction data ends inside a frame") : 0;
+        return r->in.rd.bad ? zr_fail(r, "reconstruction data ends inside a frame") : 0;
     }
     case ZR_CHECKSUM: {
-        uint32_t c = rcd_direct(&r->rd, 32);
+        uint32_t c = rcd_direct(&r->in.rd, 32);
         for (int i = 0; i < 4; i++) gb_put(&r->out, (uint8_t)(c >> (8 * i)));
         r->state = ZR_UNIT;
         return zr_done(r, 1);
@@ -1318,7 +1269,7 @@ static int zr_emit_simple(ls_zsre *r)
 int ls_zsre_run(ls_zsre *r)
 {
     for (;;) {
-        if (r->side.oom || r->out.oom || r->lits.oom) return LS_GZ_ERR_NOMEM;
+        if (r->in.side.oom || r->out.oom || r->lits.oom) return LS_GZ_ERR_NOMEM;
         if (r->state == ZR_ERROR) return LS_GZ_ERR_SIDE;
         if (r->out.len >= ZS_OUT_SOFT) return LS_GZ_OUTPUT;
         int rc;
