@@ -542,10 +542,14 @@ def _print_loaded(state: State, image, indent: str = ""):
     if image.references:
         for ref in image.references:
             click.echo(f"Loaded image: {_familiar_ref(ref)}")
-    elif image.config_digest:
+        return
+    if image.config_digest:
         click.echo(f"Loaded image ID: {image.config_digest}")
     else:
         click.echo(f"Loaded image: {image.digest}")
+    if not state.quiet:
+        click.echo("  (no tag: the input names none in full; prune removes untagged images; "
+                   "give --name REPOSITORY to tag it)", err=True)
 
 
 def _familiar_ref(ref: str) -> str:
@@ -922,7 +926,7 @@ def prune(state: State, all_, dry_run, fmt):
         click.echo(f"{verb} images:")
         for d in report.images:
             click.echo(f"  {d}")
-    if report.blobs and not state.quiet:
+    if (report.blobs or report.chunks) and not state.quiet:
         click.echo(f"{verb} blobs: {len(report.blobs)}; chunks: {report.chunks}")
     for problem in report.problems:
         click.echo(f"Left in place: {problem}")
@@ -989,6 +993,9 @@ def compact(state: State, fmt):
     report = state.store().compact()
     if state.fmt(fmt) == "json":
         _print_json(report)
+        return
+    if not report.examined and not report.skipped:
+        click.echo("Nothing to compact: no gzip or zstd layer blob is held as its compressed bytes.")
         return
     click.echo(f"Compressed blobs rebuilt from their layer: {len(report.rebuilt)} of {report.examined} "
                f"({human_size(report.blob_bytes)} now held as {human_size(report.data_bytes)} of reconstruction data)")

@@ -1186,8 +1186,8 @@ class LifecycleMixin:
                     except LayerStoreError:
                         recipes[d] = (set(), 0, len(raw))
                         continue
-                    recipes[d] = ({r.digest for r in rec.chunks},
-                                  size - sum(r.length for r in rec.chunks), len(raw))
+                    # segment bytes: a rebuilt recipe (compact.py) has none
+                    recipes[d] = ({r.digest for r in rec.chunks}, len(rec.segments), len(raw))
                 live_by_pack = {name: b for name, b in cur.execute(
                     "SELECT p.name, sum(? + c.stored_length) FROM chunks c JOIN packs p ON p.id = c.pack "
                     "GROUP BY c.pack", (ENTRY_HEADER_SIZE,))}
