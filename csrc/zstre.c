@@ -490,9 +490,14 @@ static uint32_t zh_common(const zhist *h, uint64_t p, uint32_t dist, uint64_t li
     return (uint32_t)l;
 }
 
+/* Whether the model may look `dist` back from p: within the frame and the
+ * model window. It must not depend on how much history the buffer happens
+ * to hold (the two sides fill theirs at different times); within the
+ * window the bytes are always there (zh_append keeps ZM_W before the block
+ * being coded). */
 static int zh_valid(const zhist *h, uint64_t p, uint32_t dist)
 {
-    return dist >= 1 && dist <= p - h->frame_start && dist <= p - h->base;
+    return dist >= 1 && dist < ZM_W && dist <= p - h->frame_start && dist <= p - h->base;
 }
 
 typedef struct zwalk { uint32_t link, dist, best; int steps; } zwalk;

@@ -178,3 +178,18 @@ def test_dictionary_frames_are_not_exact():
     blob = zstandard.ZstdCompressor(dict_data=d, level=3).compress(data)
     _, an = analyze(blob, data)
     assert not an.exact and "dictionary" in an.reason
+
+
+@pytest.mark.parametrize("analyzer_piece,rebuilder_piece", [(3 << 20, 100_000), (777_777, 1 << 20)])
+def test_offsets_beyond_the_model_window_with_any_feeding(analyzer_piece, rebuilder_piece):
+    # Offsets of 4-8 MiB: whether the model may use one must not depend on
+    # how much history each side's buffer holds at that moment.
+    rng = random.Random(5)
+    blocks = [rng.randbytes(200_000) for _ in range(8)]
+    data = b"".join(rng.choice(blocks) if rng.random() < 0.5 else rng.randbytes(200_000) for _ in range(60))
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=24)
+    blob = zstandard.ZstdCompressor(compression_params=params).compress(data)
+    side = []
+    ZstdAnalyzer(side.append).run(split(blob, 1 << 20), split(data, analyzer_piece))
+    out = b"".join(rebuild(split(b"".join(side), 7777), split(data, rebuilder_piece), kind="zstd"))
+    assert out == blob
