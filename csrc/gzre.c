@@ -482,6 +482,7 @@ struct ls_gzan {
     event *ev;
     size_t ev_head, ev_len;
     gbuf aux;
+    size_t aux_dead;           /* leading aux bytes of events already coded */
     model *m;
     uint64_t mpos;             /* the model's plaintext position */
     rc_out o;
@@ -510,6 +511,7 @@ static void an_inexact(ls_gzan *a, const char *what)
     a->msg[sizeof a->msg - 1] = 0;
     a->ev_len = 0;
     a->aux.len = 0;
+    a->aux_dead = 0;
 }
 
 ls_gzan *ls_gzan_new(void)
@@ -745,7 +747,7 @@ static int inflate_huff(ls_gzan *a)
     win *W = &a->W;
     for (;;) {
         if (!a->in_end && avail_bytes(a) < 16) return LS_GZ_NEED_INPUT;
-        if (a->ev_len >= EV_CAP - 4) return 0;
+        if (a->ev_len >= EV_CAP - 8) return 0;
         if (W->end - a->taken >= (1u << 20) || !win_room(a, MAXMATCH)) return LS_GZ_OUTPUT;
         int sym;
         if (decode_sym(a, &a->lit, &sym))
@@ -891,6 +893,7 @@ static void code_events(ls_gzan *a)
                 rce_direct(rc, e->dist, e->c);
                 rce_direct(rc, e->len, 16);
                 a->mpos = e->pos + e->len;
+                units += e->len / 256;
             } else if (e->b == 2) {
                 rce_direct(rc, e->len, 13);
                 for (uint32_t i = 0; i < e->len; i++) rce_direct(rc, (aux[i >> 3] >> (i & 7)) & 1, 1);
@@ -917,9 +920,21 @@ static void code_events(ls_gzan *a)
         }
         a->ev_head = (a->ev_head + 1) % EV_CAP;
         a->ev_len--;
+        a->aux_dead += e->auxlen;
         rco_done(&a->o, units, FRAME_UNITS);
     }
-    if (!a->ev_len) a->aux.len = 0;
+    if (!a->ev_len) {
+        a->aux.len = 0;
+        a->aux_dead = 0;
+    } else if (a->aux_dead > 65536 && 2 * a->aux_dead > a->aux.len) {
+        /* events append their aux bytes in order: the coded ones are a prefix */
+        gb_consume(&a->aux, a->aux_dead);
+        for (size_t i = 0; i < a->ev_len; i++) {
+            event *q = &a->ev[(a->ev_head + i) % EV_CAP];
+            if (q->auxlen) q->aux -= (uint32_t)a->aux_dead;
+        }
+        a->aux_dead = 0;
+    }
     if (final && a->exact && !a->ev_len) rco_end(&a->o);
 }
 
@@ -928,6 +943,13 @@ int ls_gzan_run(ls_gzan *a)
     for (;;) {
         if (a->aux.oom || a->o.frame.oom || a->o.side.oom) return LS_GZ_ERR_NOMEM;
         if (a->phase == A_ERROR) return LS_GZ_ERR_FORMAT;
+        if (a->exact && a->ev_len >= EV_CAP - 8) {
+            code_events(a);
+            /* still full: its head waits for plaintext lookahead that this
+             * many blocks, members or end-of-blocks have not given */
+            if (a->ev_len >= EV_CAP - 8)
+                an_inexact(a, "over 65,000 blocks or members within 258 bytes of plaintext");
+        }
         int rc = 0;
         switch (a->phase) {
         case A_MEMBER:
@@ -937,7 +959,7 @@ int ls_gzan_run(ls_gzan *a)
             break;
         case A_BLOCK:
             if (!a->in_end && avail_bytes(a) < MARGIN) { rc = LS_GZ_NEED_INPUT; break; }
-            if (a->ev_len >= EV_CAP - 4) { rc = 0; break; }
+            if (a->ev_len >= EV_CAP - 8) { rc = 0; break; }
             rc = parse_block_header(a);
             break;
         case A_STORED:
@@ -1111,6 +1133,7 @@ static int re_step(ls_gzre *r)
             put_bits(r, ln, 16);
             put_bits(r, ln ^ 0xFFFF, 16);
             r->stored_left = ln;
+            units += ln / 256;
             r->state = R_STORED;
         } else if (type == 1) {
             fixed_tables(&r->lit, &r->dist);

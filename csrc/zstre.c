@@ -734,8 +734,8 @@ static int za_frame_header(ls_zsan *a)
     const uint8_t *p = a->in + a->in_pos;
     if (n == 0 && a->in_end) {
         if (a->in_base + a->in_pos == 0) return za_fail(a, "empty zstd stream");
-        if (!a->plain_end) return LS_GZ_NEED_PLAIN;
         if (a->hist.end != a->pos) return za_fail(a, "plaintext longer than the stream decodes to");
+        if (!a->plain_end) return LS_GZ_NEED_PLAIN;
         if (a->exact) {
             rce_direct(rco_event(&a->o), U_END, 2);
             rco_end(&a->o);
@@ -906,6 +906,7 @@ static int za_block(ls_zsan *a)
             }
             units += nbseq + (uint32_t)((preA + preB) / 8);
         }
+        units += (uint32_t)(plain / 256);
         rco_done(&a->o, units, ZS_FRAME_UNITS);
     }
     a->pos = limit;
@@ -1231,14 +1232,14 @@ static int zr_step(ls_zsre *r)
                 for (int k = 0; k < 3; k++) r->seq[3 * nbseq + (uint32_t)k] = rcd_direct(&r->in.rd, 9);
             /* the sequences are decoded once the block's plaintext is here
              * (zr_emit_block), which also ends this event */
-            r->units_pending = units + nbseq + (uint32_t)((r->preA_len + r->preB_len) / 8);
+            r->units_pending = units + nbseq + (uint32_t)((r->preA_len + r->preB_len) / 8) + r->bsize / 256;
             r->seq_ready = 0;
             r->pending = 1;
         } else {
             if (type == 3 || size > ZS_BLOCK_MAX) return zr_fail(r, "bad block in reconstruction data");
             r->bh = h;
             r->pending = 2;   /* raw or RLE: its content comes from the plaintext */
-            if ((rc = zr_done(r, units))) return rc;
+            if ((rc = zr_done(r, units + size / 256))) return rc;
         }
         r->state = last ? (r->checksum ? ZR_CHECKSUM : ZR_UNIT) : ZR_BLOCK;
         return r->in.rd.bad ? zr_fail(r, "reconstruction data ends inside a frame") : 0;

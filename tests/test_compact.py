@@ -210,3 +210,30 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
             assert recipe_codec.decode(raw).source
             assert store.read_blob(sha(blob)) == blob
         assert not store.verify().faults
+
+
+def test_repair_keeps_a_compacted_blob_whose_layer_it_restores_from_another(tmp_path):
+    # layer L, gzip blob G (compacted), zstd blob Z (kept). Damage L: repair
+    # rebuilds L from Z, and G, intact itself, reads again.
+    tar = layer_tar(21, n=60)
+    g = gzip.compress(tar, 6, mtime=0)
+    z = zstandard.ZstdCompressor(level=3).compress(tar)
+    root = tmp_path / "s"
+    with Store.open(root) as store:
+        store.ingest(g)
+        assert store.compact().rebuilt == [sha(g)]
+        store.ingest(z)
+        layer = recipe_codec.decode(store._catalog.get_blob(sha(tar))[6])
+        loc = store._catalog.chunk_locations([layer.chunks[0].digest])[layer.chunks[0].digest]
+    pack = root / "packs" / f"{loc[0]}.pack"
+    data = bytearray(pack.read_bytes())
+    data[loc[1] + 70] ^= 0xFF  # inside the first chunk of the layer
+    pack.write_bytes(bytes(data))
+    with Store.open(root) as store:
+        with pytest.raises(CorruptBlobError):
+            store.read_blob(sha(tar))
+        store.verify(repair=True)
+        assert store.read_blob(sha(tar)) == tar
+        assert store.read_blob(sha(g)) == g
+        assert store.read_blob(sha(z)) == z
+        assert not store.verify().faults

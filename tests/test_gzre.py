@@ -232,3 +232,64 @@ def test_wrong_plaintext_is_detected():
         except CorruptBlobError:
             continue
         assert out != blob
+
+
+def test_floods_of_empty_members_or_blocks_end_and_are_not_exact():
+    # Over 65,000 events within 258 bytes of plaintext cannot be coded with
+    # the lookahead the model needs: the stream is inflated, not expressed.
+    data = sample_text(5000, 11)
+    blob = gzip.compress(data[:1], mtime=0) + gzip.compress(b"", mtime=0) * 17000 + gzip.compress(data[1:], mtime=0)
+    plain, _, an = analyze(blob)
+    assert plain == data and not an.exact and "65,000" in an.reason
+    # one literal, then 70,000 empty fixed-Huffman blocks (10 bits each), then the end
+    out, acc, n = bytearray(), 0, 0
+
+    def put(v, k):
+        nonlocal acc, n
+        for i in range(k):
+            acc |= ((v >> i) & 1) << n
+            n += 1
+            if n == 8:
+                out.append(acc)
+                acc = n = 0
+
+    def put_code(code, k):  # Huffman codes go most significant bit first
+        for i in reversed(range(k)):
+            put((code >> i) & 1, 1)
+
+    put(0, 1); put(1, 2); put_code(0x30 + ord("x"), 8); put_code(0, 7)     # literal 'x', end of block
+    for _ in range(70_000):
+        put(0, 1); put(1, 2); put_code(0, 7)                                 # empty fixed block
+    put(1, 1); put(1, 2); put_code(0, 7)                                     # final empty block
+    if n:
+        out.append(acc)
+    blob = (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + bytes(out)
+            + zlib.crc32(b"x").to_bytes(4, "little") + (1).to_bytes(4, "little"))
+    assert gzip.decompress(blob) == b"x"
+    plain, _, an = analyze(blob)
+    assert plain == b"x" and not an.exact
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_the_rebuilder_needs_bounded_plaintext_ahead(level):
+    # Stored blocks cost little reconstruction data; frames must still end
+    # every few MiB of plaintext, or a rebuilder fed in step with the
+    # analyzer (as Store.compact does) would hold the whole layer.
+    from layerstore.reconstruct import Rebuilder
+    data = random.Random(level).randbytes(40 << 20)
+    blob = gzip.compress(data, level, mtime=0)
+    rb = Rebuilder("gzip")
+    most = 0
+    an = GzipAnalyzer(rb.side)
+    out = []
+    for i in range(0, len(blob), 1 << 20):
+        for p in an.feed(blob[i:i + (1 << 20)]):
+            rb.plain(p)
+        most = max(most, len(rb._plain))
+        out += rb.run()
+    for p in an.finish():
+        rb.plain(p)
+    rb.plain_end()
+    out += rb.run()
+    assert b"".join(out) == blob
+    assert most < 24 << 20, most

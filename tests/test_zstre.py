@@ -193,3 +193,30 @@ def test_offsets_beyond_the_model_window_with_any_feeding(analyzer_piece, rebuil
     ZstdAnalyzer(side.append).run(split(blob, 1 << 20), split(data, analyzer_piece))
     out = b"".join(rebuild(split(b"".join(side), 7777), split(data, rebuilder_piece), kind="zstd"))
     assert out == blob
+
+
+def test_the_rebuilder_needs_bounded_plaintext_ahead():
+    from layerstore.reconstruct import Rebuilder
+    data = random.Random(3).randbytes(40 << 20)        # raw blocks: little reconstruction data
+    blob = zstandard.ZstdCompressor(level=3).compress(data)
+    rb = Rebuilder("zstd")
+    most = 0
+    out = []
+
+    def seen(p):
+        nonlocal most
+        rb.plain(p)
+        most = max(most, len(rb._plain))
+        out.extend(rb.run())
+
+    ZstdAnalyzer(rb.side, on_plain=seen).run(split(blob, 1 << 20), split(data, 1 << 20))
+    rb.plain_end()
+    out += rb.run()
+    assert b"".join(out) == blob
+    assert most < 24 << 20, most
+
+
+def test_far_too_much_plaintext_is_an_error_not_a_hang():
+    blob = zstandard.ZstdCompressor(level=3).compress(b"hello")
+    with pytest.raises(CompressedLayerError, match="longer"):
+        ZstdAnalyzer(lambda b: None).run([blob], split(b"hello" + bytes(20 << 20), 1 << 20))

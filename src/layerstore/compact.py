@@ -105,12 +105,15 @@ class CompactMixin:
         """Re-store gzip and zstd layer blobs held as compressed bytes as
         reconstruction data against their layer (module docstring).
 
-        ``digests``: only these blobs (default: every candidate). The disk
+        ``digests``: only these blobs (a digest or a list; default: every
+        candidate). The disk
         space of the compressed bytes comes back with :meth:`prune` then
         :meth:`repack`. Blobs whose stream the reconstruction cannot express
         (see docs/format.md), or whose layer is not stored as a layer, are
         listed in ``skipped`` with the reason. Raises StoreError when the
         store is closed; a damaged blob is skipped, not raised."""
+        if isinstance(digests, str):
+            digests = [digests]
         report = CompactReport()
         with self._catalog.read() as cur:
             rows = cur.execute("SELECT digest, kind, diff_id, recipe FROM blobs WHERE kind IN ('gzip', 'zstd') "

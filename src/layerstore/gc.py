@@ -1468,30 +1468,29 @@ class LifecycleMixin:
         for b, why in state["bad_blobs"].items():
             if not why.startswith("chunk ") or self._blob_unsound(b):
                 doomed.add(b)
-        rebuild = {}
+        rebuild, waiting = {}, set()
         with self._catalog.read() as cur:
-            for b in doomed:
-                row = cur.execute("SELECT kind FROM blobs WHERE digest = ?", (b,)).fetchone()
-                if row is None or row[0] != "layer":
+            for b in sorted(doomed):
+                row = cur.execute("SELECT kind, recipe FROM blobs WHERE digest = ?", (b,)).fetchone()
+                if row is None:
+                    continue
+                if row[0] != "layer":
+                    # A compacted blob (compact.py) whose own chunks are intact
+                    # fails through its layer: it waits for the layer's repair.
+                    try:
+                        rec = recipe_codec.decode(row[1])
+                    except LayerStoreError:
+                        continue
+                    if rec.source and rec.source in doomed and not any(r.digest in lost for r in rec.chunks):
+                        waiting.add(b)
                     continue
                 for src, raw in cur.execute("SELECT digest, recipe FROM blobs WHERE diff_id = ? "
                                             "AND kind IN ('gzip', 'zstd')", (b,)):
                     if src not in doomed and not _rebuilt_from_layer(raw):
                         rebuild[b] = src
                         break
-        for b in sorted(doomed):
-            with self._catalog.write() as cur:
-                row = cur.execute("SELECT recipe FROM blobs WHERE digest = ?", (b,)).fetchone()
-                if row is None:
-                    continue
-                try:
-                    rec = recipe_codec.decode(row[0])
-                    self._catalog.add_refs(cur, [c for c in {r.digest for r in rec.chunks} if c not in lost], -1)
-                except LayerStoreError:
-                    pass  # counts are recomputed below
-                cur.execute("DELETE FROM blobs WHERE digest = ?", (b,))
-                cur.execute("DELETE FROM gc_edges WHERE parent = ?", (b,))
-            log(f"blob {b}: dropped")
+        for b in sorted(doomed - waiting):
+            self._drop_blob(b, lost, log)
         for b, src in sorted(rebuild.items()):
             try:
                 with self.open_blob(src) as f:
@@ -1500,6 +1499,11 @@ class LifecycleMixin:
                     log(f"blob {b}: rebuilt from its compressed blob {src}")
             except LayerStoreError as exc:
                 log(f"blob {b}: cannot rebuild from {src}: {_reason(exc)}")
+        for b in sorted(waiting):
+            if self._blob_unsound(b):
+                self._drop_blob(b, lost, log)
+            else:
+                log(f"blob {b}: intact again (its layer was rebuilt)")
         # 4. images needing a dropped or missing blob; tags
         now = time.time()
         with self._catalog.write() as cur:
@@ -1559,6 +1563,22 @@ class LifecycleMixin:
                 log(f"pack {pid}: rewritten without its damaged entries and deleted")
             for line in rep.problems:
                 log(line)
+
+    def _drop_blob(self, b: str, lost: set, log):
+        """Repair: delete blob ``b``'s row, dropping its chunk references
+        (except to ``lost`` chunks, whose rows are gone)."""
+        with self._catalog.write() as cur:
+            row = cur.execute("SELECT recipe FROM blobs WHERE digest = ?", (b,)).fetchone()
+            if row is None:
+                return
+            try:
+                rec = recipe_codec.decode(row[0])
+                self._catalog.add_refs(cur, [c for c in {r.digest for r in rec.chunks} if c not in lost], -1)
+            except LayerStoreError:
+                pass  # the repair recomputes every count afterwards
+            cur.execute("DELETE FROM blobs WHERE digest = ?", (b,))
+            cur.execute("DELETE FROM gc_edges WHERE parent = ?", (b,))
+        log(f"blob {b}: dropped")
 
     def _blob_unsound(self, digest: str) -> bool:
         """After chunks were re-pointed: does the blob still fail to read?"""

@@ -166,8 +166,12 @@ class ZstdAnalyzer:
                 if seen is not None:
                     seen(nxt)
                 buf = memoryview(nxt).cast("B")
+                if not buf:
+                    continue
             with ffi.from_buffer(buf) as cbuf:
                 took = put(a, cbuf, len(buf))
+            if not took:
+                raise CompressedLayerError("zstd analyzer: the plaintext is longer than the stream decodes to")
             pending[st] = buf[took:]
 
     @property
