@@ -237,3 +237,14 @@ def test_repair_keeps_a_compacted_blob_whose_layer_it_restores_from_another(tmp_
         assert store.read_blob(sha(g)) == g
         assert store.read_blob(sha(z)) == z
         assert not store.verify().faults
+
+
+def test_zstd_layer_starting_with_a_skippable_frame(tmp_path):
+    tar = layer_tar(30)
+    skip = (0x184D2A50).to_bytes(4, "little") + (3).to_bytes(4, "little") + b"abc"
+    blob = skip + zstandard.ZstdCompressor(level=3).compress(tar)
+    with Store.open(tmp_path / "s") as store:
+        info = store.ingest(blob)
+        assert info.kind == "zstd" and str(info.diff_id) == sha(tar)
+        assert store.compact().rebuilt == [sha(blob)]
+        assert store.read_blob(sha(blob)) == blob

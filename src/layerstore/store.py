@@ -211,6 +211,12 @@ def _looks_like_tar(head: bytes) -> bool:
     return want == sum(block) or want == sum((b - 256 if b > 127 else b) for b in block)
 
 
+def _skippable_frame(head: bytes) -> bool:
+    """A zstd skippable frame's magic, 0x184D2A50..5F (RFC 8878, 3.1.2):
+    a zstd stream may start with one."""
+    return len(head) >= 8 and int.from_bytes(head[:4], "little") & 0xFFFFFFF0 == 0x184D2A50
+
+
 def _kind_from(media_type: Optional[str], head: bytes) -> str:
     """How to store a blob. A layer media type (OCI image spec, layer.md;
     Docker rootfs diff types) makes it a layer, its compression taken from
@@ -221,7 +227,7 @@ def _kind_from(media_type: Optional[str], head: bytes) -> str:
         return KIND_RAW
     if head.startswith(_GZIP_MAGIC):
         return KIND_GZIP
-    if head.startswith(_ZSTD_MAGIC):
+    if head.startswith(_ZSTD_MAGIC) or _skippable_frame(head):
         return KIND_ZSTD
     if media_type or _looks_like_tar(head):
         return KIND_LAYER
