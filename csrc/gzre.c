@@ -295,12 +295,13 @@ static void model_catch_up(model *m, const win *W, uint64_t p)
 /* A chain link is (position + 1) mod 2^32; its distance from p is
  * (p + 1 - link) mod 2^32, which must grow along the chain and stay within
  * the window (and inside the buffer) or the walk ends. */
-typedef struct walk { uint32_t link, dist; int best, steps, limit; } walk;
+typedef struct walk { uint32_t link, dist, stop; int best, steps, limit; } walk;
 
 static void walk_start(const model *m, const win *W, uint64_t p, walk *wk, int limit)
 {
     wk->link = (p + 2 < W->end) ? m->head[hash3(W->w + (p - W->base))] : 0;
     wk->dist = 0;
+    wk->stop = UINT32_MAX;   /* an encoder looking for one distance stops past it */
     wk->best = 2;
     wk->steps = 0;
     wk->limit = limit;
@@ -337,7 +338,7 @@ static int walk_next(const model *m, const win *W, uint64_t p, walk *wk, uint32_
     const uint8_t *s = W->w + (p - W->base);
     while (wk->link && wk->steps < wk->limit && wk->best < maxlen) {
         uint32_t d = (uint32_t)(p + 1) - wk->link;
-        if (d <= wk->dist || d > WSIZE || d > p - W->base) { wk->link = 0; return 0; }
+        if (d <= wk->dist || d > wk->stop || d > WSIZE || d > p - W->base) { wk->link = 0; return 0; }
         uint64_t q = p - d;
         wk->dist = d;
         wk->link = m->prev[q & P_MASK];
@@ -398,6 +399,7 @@ static int model_encode(model *m, const win *W, rc_enc *e, uint64_t p, int len, 
     uint32_t d;
     int l, rank = 0, found = 0;
     walk_start(m, W, p, &wk, CHAIN_STEPS);
+    wk.stop = dist;   /* the same rank as a full walk: a farther record cannot be it */
     while (rank < RANK_ESC && walk_next(m, W, p, &wk, &d, &l)) {
         if (d == dist) { found = 1; break; }
         rank++;

@@ -486,6 +486,15 @@ static uint32_t zh_common(const zhist *h, uint64_t p, uint32_t dist, uint64_t li
 {
     const uint8_t *s = h->buf + (p - h->base), *c = s - dist;
     uint64_t max = limit - p, l = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (l + 8 <= max) {
+        uint64_t x, y;
+        memcpy(&x, c + l, 8);
+        memcpy(&y, s + l, 8);
+        if (x != y) return (uint32_t)(l + (uint64_t)(__builtin_ctzll(x ^ y) >> 3));
+        l += 8;
+    }
+#endif
     while (l < max && c[l] == s[l]) l++;
     return (uint32_t)l;
 }
@@ -500,7 +509,9 @@ static int zh_valid(const zhist *h, uint64_t p, uint32_t dist)
     return dist >= 1 && dist < ZM_W && dist <= p - h->frame_start && dist <= p - h->base;
 }
 
-typedef struct zwalk { uint32_t link, dist, best; int steps; } zwalk;
+/* `stop`: the walk ends past this distance (an encoder looking for one
+ * offset knows it cannot come later; decoders pass UINT32_MAX). */
+typedef struct zwalk { uint32_t link, dist, best, stop; int steps; } zwalk;
 
 static void zh_walk_start(const zhist *h, uint64_t p, uint64_t limit, zwalk *w)
 {
@@ -508,6 +519,7 @@ static void zh_walk_start(const zhist *h, uint64_t p, uint64_t limit, zwalk *w)
     w->dist = 0;
     w->best = 3;
     w->steps = 0;
+    w->stop = UINT32_MAX;
 }
 
 /* Next chain position whose match with p is longer than every newer one. */
@@ -516,7 +528,7 @@ static int zh_walk_next(const zhist *h, uint64_t p, uint64_t limit, zwalk *w, ui
     uint64_t max = limit - p;
     while (w->link && w->steps < ZM_STEPS && w->best < max) {
         uint32_t d = (uint32_t)(p + 1) - w->link;
-        if (d <= w->dist || d >= ZM_W || !zh_valid(h, p, d)) { w->link = 0; return 0; }
+        if (d <= w->dist || d > w->stop || !zh_valid(h, p, d)) { w->link = 0; return 0; }
         w->dist = d;
         w->link = h->prev[(p - d) & (ZM_W - 1)];
         w->steps++;
@@ -583,6 +595,8 @@ static int enc_seq(rc_enc *e, zmodel *m, zhist *h, uint64_t q, uint64_t limit, u
         uint32_t d, l;
         int rank = 0, found = 0;
         zh_walk_start(h, q, limit, &w);
+        w.stop = off;   /* the same rank as a full walk: a farther record cannot be it */
+        if (!zh_valid(h, q, off)) w.link = 0;
         while (rank < ZM_RANK_ESC && zh_walk_next(h, q, limit, &w, &d, &l)) {
             if (d == off) { found = 1; break; }
             rank++;
