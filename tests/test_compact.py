@@ -248,3 +248,27 @@ def test_zstd_layer_starting_with_a_skippable_frame(tmp_path):
         assert info.kind == "zstd" and str(info.diff_id) == sha(tar)
         assert store.compact().rebuilt == [sha(blob)]
         assert store.read_blob(sha(blob)) == blob
+
+
+def test_two_processes_compacting_at_once(tmp_path):
+    root = tmp_path / "s"
+    blobs = []
+    with Store.open(root) as store:
+        for i in range(8):
+            tar = layer_tar(40 + i, n=120)
+            blob = gzip.compress(tar, 6, mtime=0) if i % 2 else zstandard.ZstdCompressor(level=3).compress(tar)
+            store.ingest(blob)
+            blobs.append(blob)
+    procs = [subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(root)], stdout=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0 and out.split() == [b"ready", b"done"]
+    with Store.open(root) as store:
+        for blob in blobs:
+            assert recipe_codec.decode(store._catalog.get_blob(sha(blob))[6]).source
+            assert store.read_blob(sha(blob)) == blob
+        assert not store.verify().faults   # reference counts included
+        store.repack(threshold=0.0)
+        for blob in blobs:
+            assert store.read_blob(sha(blob)) == blob
