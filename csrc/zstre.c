@@ -563,7 +563,7 @@ static uint32_t zh_offset(zhist *h, uint32_t ofv, uint32_t ll)
     return off;
 }
 
-typedef struct zmodel { uctx ll, of, ml, mls; uint16_t rep[2], repv[4], rank[64]; } zmodel;
+typedef struct zmodel { uctx ll, of, ml, mls; uint16_t rep[2], repv[4], rank[64], any, anyrank[256]; } zmodel;
 
 static void zmodel_init(zmodel *m)
 {
@@ -574,6 +574,33 @@ static void zmodel_init(zmodel *m)
     m->rep[0] = m->rep[1] = PROB_INIT;
     for (int i = 0; i < 4; i++) m->repv[i] = PROB_INIT;
     for (int i = 0; i < 64; i++) m->rank[i] = PROB_INIT;
+    m->any = PROB_INIT;
+    for (int i = 0; i < 256; i++) m->anyrank[i] = PROB_INIT;
+}
+
+#define ZM_ANY_MAX 255
+#define ZM_ANY_STEPS 64
+
+/* Second tier for an offset that is not a record: its index among every
+ * chain position of q whose first four bytes match q's, newest first (at
+ * most ZM_STEPS steps). With `find`: returns the index of `find`, or -1.
+ * Otherwise: returns the distance of the n-th such position, or 0. */
+static int64_t zh_any(const zhist *h, uint64_t q, uint64_t limit, uint32_t find, int n)
+{
+    if (q + 4 > limit) return find ? -1 : 0;
+    const uint8_t *s = h->buf + (q - h->base);
+    uint32_t link = h->head[zh_hash(s)], last = 0;
+    int idx = 0;
+    for (int steps = 0; link && steps < ZM_ANY_STEPS; steps++) {
+        uint32_t d = (uint32_t)(q + 1) - link;
+        if (d <= last || (find && d > find) || !zh_valid(h, q, d)) break;
+        last = d;
+        link = h->prev[(q - d) & (ZM_W - 1)];
+        if (memcmp(s - d, s, 4) != 0) continue;
+        if (find ? d == find : idx == n) return find ? (int64_t)idx : (int64_t)d;
+        if (++idx > ZM_ANY_MAX) break;
+    }
+    return find ? -1 : 0;
 }
 
 /* Code one sequence whose literals start at plaintext position q, in a
@@ -603,7 +630,12 @@ static int enc_seq(rc_enc *e, zmodel *m, zhist *h, uint64_t q, uint64_t limit, u
         }
         if (!found) rank = ZM_RANK_ESC;
         rce_tree(e, m->rank, 6, (uint32_t)rank);
-        if (rank == ZM_RANK_ESC) enc_uint(e, &m->of, off);
+        if (rank == ZM_RANK_ESC) {
+            int64_t any = zh_any(h, q, limit, off, 0);
+            rce_bit(e, &m->any, any >= 0);
+            if (any >= 0) rce_tree(e, m->anyrank, 8, (uint32_t)any);
+            else enc_uint(e, &m->of, off);
+        }
     }
     if (zh_valid(h, q, off)) {
         uint32_t l = zh_common(h, q, off, limit);
@@ -629,7 +661,12 @@ static int dec_seq(rc_dec *dc, zmodel *m, zhist *h, uint64_t q, uint64_t limit, 
         zh_catch_up(h, q, limit);
         int rank = (int)rcd_tree(dc, m->rank, 6);
         if (rank == ZM_RANK_ESC) {
-            off = dec_uint(dc, &m->of);
+            if (rcd_bit(dc, &m->any)) {
+                off = (uint32_t)zh_any(h, q, limit, 0, (int)rcd_tree(dc, m->anyrank, 8));
+                if (!off) return -1;
+            } else {
+                off = dec_uint(dc, &m->of);
+            }
         } else {
             zwalk w;
             uint32_t d = 0, l;
