@@ -252,7 +252,7 @@ typedef struct model {
     uint32_t head[1u << H_BITS];   /* (position + 1) mod 2^32 of the newest insert per hash, 0: none */
     uint32_t prev[P_MASK + 1];     /* (position + 1) mod 2^32 of the previous insert with the same hash */
     uint64_t ins;                  /* next position to insert */
-    uint16_t p_eob[2], p_flag[2][6], p_rank[64], p_d0[2], p_dt[256];
+    uint16_t p_eob[2], p_flag[2][6], p_rank[64], p_d0[2], p_dt[256], p_any[1], p_anyrank[256];
     int prev_match;
 } model;
 
@@ -265,9 +265,9 @@ static void model_init(model *m)
     memset(m->prev, 0, sizeof m->prev);
     m->ins = 0;
     m->prev_match = 0;
-    uint16_t *all[] = {m->p_eob, &m->p_flag[0][0], m->p_rank, m->p_d0, m->p_dt};
-    size_t cnt[] = {2, 12, 64, 2, 256};
-    for (int k = 0; k < 5; k++)
+    uint16_t *all[] = {m->p_eob, &m->p_flag[0][0], m->p_rank, m->p_d0, m->p_dt, m->p_any, m->p_anyrank};
+    size_t cnt[] = {2, 12, 64, 2, 256, 1, 256};
+    for (int k = 0; k < 7; k++)
         for (size_t i = 0; i < cnt[k]; i++) all[k][i] = PROB_INIT;
 }
 
@@ -380,6 +380,31 @@ static int common_len(const win *W, uint64_t p, uint32_t dist)
     return match_bytes(s - dist, s, maxlen);
 }
 
+#define ANY_STEPS 64
+
+/* Second tier for a distance that is not a record: its index among the
+ * chain positions of p whose first three bytes match p's, newest first (at
+ * most ANY_STEPS steps). With `find`: the index of `find`, or -1.
+ * Otherwise: the distance of the n-th such position, or 0. */
+static int any_index(const model *m, const win *W, uint64_t p, uint32_t find, int n)
+{
+    if (p + 2 >= W->end) return find ? -1 : 0;
+    const uint8_t *s = W->w + (p - W->base);
+    uint32_t link = m->head[hash3(s)], last = 0;
+    int idx = 0;
+    for (int steps = 0; link && steps < ANY_STEPS; steps++) {
+        uint32_t d = (uint32_t)(p + 1) - link;
+        if (d <= last || (find && d > find) || d > WSIZE || d > p - W->base) break;
+        last = d;
+        link = m->prev[(p - d) & P_MASK];
+        const uint8_t *c = s - d;
+        if (c[0] != s[0] || c[1] != s[1] || c[2] != s[2]) continue;
+        if (find ? d == find : idx == n) return find ? idx : (int)d;
+        if (++idx > 255) break;
+    }
+    return find ? -1 : 0;
+}
+
 /* Code a token at p: len 0 for a literal. Returns 0, or -1 when the model
  * cannot express it. */
 static int model_encode(model *m, const win *W, rc_enc *e, uint64_t p, int len, uint32_t dist)
@@ -410,7 +435,12 @@ static int model_encode(model *m, const win *W, rc_enc *e, uint64_t p, int len, 
         l = common_len(W, p, dist);
     }
     rce_tree(e, m->p_rank, 6, (uint32_t)rank);
-    if (rank == RANK_ESC) rce_direct(e, dist - 1, 15);
+    if (rank == RANK_ESC) {
+        int any = any_index(m, W, p, dist, 0);
+        rce_bit(e, m->p_any, any >= 0);
+        if (any >= 0) rce_tree(e, m->p_anyrank, 8, (uint32_t)any);
+        else rce_direct(e, dist - 1, 15);
+    }
     int delta = l - len;
     if (delta < 0 || delta > 255) return -1;
     rce_bit(e, &m->p_d0[rank != 0], delta != 0);
@@ -442,7 +472,12 @@ static int model_decode(model *m, const win *W, rc_dec *dc, uint64_t p, int *len
     int rank = (int)rcd_tree(dc, m->p_rank, 6), l = 0;
     uint32_t d = 0;
     if (rank == RANK_ESC) {
-        d = rcd_direct(dc, 15) + 1;
+        if (rcd_bit(dc, m->p_any)) {
+            d = (uint32_t)any_index(m, W, p, 0, (int)rcd_tree(dc, m->p_anyrank, 8));
+            if (!d) return -1;
+        } else {
+            d = rcd_direct(dc, 15) + 1;
+        }
         if (d > p - W->base) return -1;
         l = common_len(W, p, d);
     } else {
