@@ -165,9 +165,15 @@ def test_cli_compact(tmp_path):
     with Store.open(root) as store:
         store.ingest(blob)
     runner = CliRunner()
+    info = json.loads(runner.invoke(cli, ["--store", str(root), "--format", "json", "blobs", "info", sha(blob)]).output)
+    assert info["stored_as"] == "its compressed bytes"
     res = runner.invoke(cli, ["--store", str(root), "compact"])
     assert res.exit_code == 0, res.output
     assert "Compressed blobs rebuilt from their layer: 1 of 1" in res.output
+    res = runner.invoke(cli, ["--store", str(root), "--format", "json", "blobs", "info", sha(blob)])
+    info = json.loads(res.output)
+    assert info["stored_as"] == "reconstruction data, rebuilt from its layer"
+    assert 0 < info["reconstruction_data_bytes"] < len(blob)
     res = runner.invoke(cli, ["--store", str(root), "compact", "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.output)["examined"] == 0
     with Store.open(root) as store:

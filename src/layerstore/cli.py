@@ -1174,8 +1174,9 @@ def blobs_cat(state: State, digest, output):
 def blobs_info(state: State, digest, fmt):
     """Show a blob's details.
 
-    Its descriptor and, for a layer, its entries, chunks and the bytes it
-    shares with other blobs.
+    Its descriptor; for a layer, its entries, chunks and the bytes it
+    shares with other blobs; for a gzip or zstd layer blob, whether its
+    compressed bytes are kept or it is rebuilt from its layer (compact).
 
     \b
     Example:
@@ -1189,6 +1190,11 @@ def blobs_info(state: State, digest, fmt):
     if info.kind == "layer":
         layer = store.layer_info(digest)
         out.update({k: v for k, v in _jsonable(layer).items() if k not in out})
+    elif info.kind in ("gzip", "zstd"):
+        _row, rec = store._recipe(digest)
+        out["stored_as"] = "reconstruction data, rebuilt from its layer" if rec.source else "its compressed bytes"
+        if rec.source:
+            out["reconstruction_data_bytes"] = rec.data_size
     _render_report(state, out, fmt)
 
 
