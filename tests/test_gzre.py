@@ -1,4 +1,4 @@
-"""Exact gzip reconstruction (layerstore.gzre): the analyzer's plaintext
+"""Exact gzip reconstruction (layerstore.reconstruct, csrc/gzre.c): the analyzer's plaintext
 against zlib's, and the rebuilt bytes against the original gzip stream, for
 streams written by zlib (every level and strategy), GNU gzip and the real
 encoders behind the corpus images (klauspost pgzip in podman and skopeo)."""
