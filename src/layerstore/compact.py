@@ -200,20 +200,12 @@ class CompactMixin:
     def _swap_recipe(self, digest, old_raw, new_raw, new_rows, new_refs) -> bool:
         """One transaction: the blob's recipe ``old_raw`` becomes ``new_raw``;
         references move from the old recipe's chunks to ``new_refs``."""
-        from .errors import StoreError
-
         self._packs.flush(sync=True)
         with self._catalog.write() as cur:
             row = cur.execute("SELECT recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if row is None or row[0] != old_raw:
                 return False
-            old = recipe_codec.decode(old_raw)
             self._catalog.add_chunks(cur, new_rows)
-            distinct = list({r.digest: None for r in new_refs})
-            missing = self._catalog.missing_chunks(cur, distinct)
-            if missing:
-                raise StoreError(f"blob {digest}: chunk {missing[0].hex()} vanished during compaction")
             cur.execute("UPDATE blobs SET recipe = ? WHERE digest = ?", (new_raw, digest))
-            self._catalog.add_refs(cur, distinct)
-            self._catalog.add_refs(cur, list({r.digest: None for r in old.chunks}), -1)
+            self._move_refs(cur, digest, new_refs, old_raw, "compaction")
         return True

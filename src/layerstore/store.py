@@ -620,23 +620,28 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
                                                          rec.entries, rec.encoded)
                     if old is None:
                         continue
-                distinct = list({r.digest: None for r in rec.recipe.chunks})
-                missing = self._catalog.missing_chunks(cur, distinct)
-                if missing:
-                    raise StoreError(
-                        f"blob {rec.digest}: chunk {missing[0].hex()} and {len(missing) - 1} more "
-                        "vanished during ingest"
-                    )
-                self._catalog.add_refs(cur, distinct)
-                if old is not None:
-                    # The raw chunks lose this blob's references; a prune
-                    # deletes those that no other blob uses.
-                    dropped = recipe.decode(old, what=f"recipe of {rec.digest}")
-                    self._catalog.add_refs(cur, list({r.digest: None for r in dropped.chunks}), -1)
+                # an upgraded raw blob's chunks lose its references; a prune
+                # deletes those that no other blob uses
+                self._move_refs(cur, rec.digest, rec.recipe.chunks, old, "ingest")
             self._revive(cur, [rec.digest for rec in records])
             if extra is not None:
                 extra(cur)
         return [self.stat(rec.digest) for rec in records]
+
+    def _move_refs(self, cur, digest: str, refs, old_recipe: Optional[bytes], during: str):
+        """In transaction ``cur``: one reference to each distinct chunk of
+        ``refs`` (the blob's new recipe) and, when the blob had the encoded
+        recipe ``old_recipe``, one less to each of its chunks. Raises
+        StoreError when a chunk of ``refs`` has no row (collected meanwhile)."""
+        distinct = list({r.digest: None for r in refs})
+        missing = self._catalog.missing_chunks(cur, distinct)
+        if missing:
+            raise StoreError(f"blob {digest}: chunk {missing[0].hex()} and {len(missing) - 1} more "
+                             f"vanished during {during}")
+        self._catalog.add_refs(cur, distinct)
+        if old_recipe is not None:
+            dropped = recipe.decode(old_recipe, what=f"recipe of {digest}")
+            self._catalog.add_refs(cur, list({r.digest: None for r in dropped.chunks}), -1)
 
     # -- queries ----------------------------------------------------------------
     def has(self, digest: str) -> bool:
