@@ -26,6 +26,23 @@ ZSTD_VERSION = lib.LS_ZSTRE_VERSION
 _PIECE = 1 << 20
 
 
+def _take(obj, pp, get, taken, sink):
+    """Hand the bytes a C object has ready (``get``) to ``sink`` and
+    release them (``taken``)."""
+    n = get(obj, pp)
+    if n:
+        sink(bytes(ffi.buffer(pp[0], n)))
+        taken(obj, n)
+
+
+def _analyzer_failed(kind, st, a, message, offset):
+    """Raise for an analyzer's error status ``st``."""
+    msg = ffi.string(message(a)).decode("utf-8", "replace")
+    if st == lib.LS_GZ_ERR_NOMEM:
+        raise MemoryError(f"{kind} analyzer: {msg or 'out of memory'}")
+    raise CompressedLayerError(f"{kind} stream invalid at compressed offset {offset(a)}: {msg}")
+
+
 class GzipAnalyzer:
     """Inflate a gzip stream and record how to rebuild it.
 
@@ -47,24 +64,14 @@ class GzipAnalyzer:
             raise MemoryError("gzip analyzer")
         self._side = side
         self._pp = ffi.new("const uint8_t **")
-        self.done = False
 
     def _drain(self, out) -> int:
         a, pp = self._a, self._pp
         st = lib.ls_gzan_run(a)
-        n = lib.ls_gzan_plain(a, pp)
-        if n:
-            out.append(bytes(ffi.buffer(pp[0], n)))
-            lib.ls_gzan_plain_taken(a, n)
-        n = lib.ls_gzan_side(a, pp)
-        if n:
-            self._side(bytes(ffi.buffer(pp[0], n)))
-            lib.ls_gzan_side_taken(a, n)
+        _take(a, pp, lib.ls_gzan_plain, lib.ls_gzan_plain_taken, out.append)
+        _take(a, pp, lib.ls_gzan_side, lib.ls_gzan_side_taken, self._side)
         if st < 0:
-            msg = ffi.string(lib.ls_gzan_message(a)).decode("utf-8", "replace")
-            if st == lib.LS_GZ_ERR_NOMEM:
-                raise MemoryError(f"gzip analyzer: {msg or 'out of memory'}")
-            raise CompressedLayerError(f"gzip stream invalid at compressed offset {lib.ls_gzan_offset(a)}: {msg}")
+            _analyzer_failed("gzip", st, a, lib.ls_gzan_message, lib.ls_gzan_offset)
         return st
 
     def feed(self, data) -> list:
@@ -92,7 +99,6 @@ class GzipAnalyzer:
                 break
             if st == lib.LS_GZ_NEED_INPUT:
                 raise CompressedLayerError("gzip stream: truncated")
-        self.done = True
         return out
 
     @property
@@ -132,17 +138,11 @@ class ZstdAnalyzer:
         self._pp = ffi.new("const uint8_t **")
 
     def _step(self) -> int:
-        a, pp = self._a, self._pp
+        a = self._a
         st = lib.ls_zsan_run(a)
-        n = lib.ls_zsan_side(a, pp)
-        if n:
-            self._side(bytes(ffi.buffer(pp[0], n)))
-            lib.ls_zsan_side_taken(a, n)
+        _take(a, self._pp, lib.ls_zsan_side, lib.ls_zsan_side_taken, self._side)
         if st < 0:
-            msg = ffi.string(lib.ls_zsan_message(a)).decode("utf-8", "replace")
-            if st == lib.LS_GZ_ERR_NOMEM:
-                raise MemoryError(f"zstd analyzer: {msg or 'out of memory'}")
-            raise CompressedLayerError(f"zstd stream invalid at compressed offset {lib.ls_zsan_offset(a)}: {msg}")
+            _analyzer_failed("zstd", st, a, lib.ls_zsan_message, lib.ls_zsan_offset)
         return st
 
     def run(self, compressed: Iterable[bytes], plain: Iterable[bytes]):
@@ -231,10 +231,7 @@ class Rebuilder:
         api, r, pp, out = self._api, self._r, self._pp, []
         while True:
             st = api.run(r)
-            n = api.output(r, pp)
-            if n:
-                out.append(bytes(ffi.buffer(pp[0], n)))
-                api.output_taken(r, n)
+            _take(r, pp, api.output, api.output_taken, out.append)
             if st == lib.LS_GZ_DONE:
                 self.wants = None
                 return out
