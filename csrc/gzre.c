@@ -257,7 +257,7 @@ typedef struct model {
 } model;
 
 /* The plaintext window: bytes [base, end) at w[0 ..). */
-typedef struct win { uint8_t *w; uint64_t base, end; int final; } win;
+typedef struct win { uint8_t *w; uint64_t base, end; } win;
 
 static void model_init(model *m)
 {
@@ -915,8 +915,6 @@ static void code_events(ls_gzan *a)
         const uint8_t *aux = a->aux.p + e->aux;
         uint32_t units = 1;
         a->mpos = e->pos;
-        win view = a->W;
-        view.final = final;
         switch (e->type) {
         case EV_MEMBER:
             rce_direct(rc, e->auxlen, 16);
@@ -939,7 +937,7 @@ static void code_events(ls_gzan *a)
             break;
         case EV_LIT:
         case EV_MATCH:
-            if (model_encode(a->m, &view, rc, e->pos, e->type == EV_MATCH ? (int)e->len : 0, e->dist)) {
+            if (model_encode(a->m, &a->W, rc, e->pos, e->type == EV_MATCH ? (int)e->len : 0, e->dist)) {
                 an_inexact(a, "a match the model cannot name");
                 return;
             }
@@ -1119,7 +1117,7 @@ size_t ls_gzre_plain(ls_gzre *r, const uint8_t *data, size_t n)
     return n;
 }
 
-void ls_gzre_plain_end(ls_gzre *r) { r->plain_end = 1; r->W.final = 1; }
+void ls_gzre_plain_end(ls_gzre *r) { r->plain_end = 1; }
 
 static void put_bits(ls_gzre *r, uint32_t v, unsigned n)
 {
