@@ -653,8 +653,8 @@ def test_repack_rechecks_a_pack_before_deleting_it(tmp_path):
         switched, resume = threading.Event(), threading.Event()
         original = s._switch
 
-        def switch_then_pause(moves, chosen):
-            retire = original(moves, chosen)
+        def switch_then_pause(*args):
+            retire = original(*args)
             switched.set()
             assert resume.wait(30)
             return retire
@@ -974,3 +974,54 @@ def test_repack_reencodes_linked_chunks_whose_group_head_died(tmp_path):
         assert s.read_blob(sha(kept)) == kept
         report = s.verify()
         assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_path, compression):
+    """Ingest writes the new file chunks of a gzip or zstd layer as they
+    are and lists their packs; the next repack compresses them (linked
+    groups included) as an uncompressed layer's would have been at ingest,
+    and every blob still reads back exact."""
+    rnd = random.Random(5)
+    words = [b"usr", b"lib", b"share", b"python3", b"site-packages", b"__init__.py", b"\n", b" = ", b"def "]
+
+    def text(n):
+        return b"".join(rnd.choice(words) for _ in range(n // 4))[:n]
+
+    entries = [(f"src/m{i}.py", text(rnd.randrange(300, 9000))) for i in range(60)]
+    entries += [(f"data/{i}.txt", text(rnd.randrange(200_000, 700_000))) for i in range(4)]
+    entries += [("bin/random", rnd.randbytes(300_000))]  # does not compress: stays as it is
+    layer = tar_of(entries)
+    blob = gzip.compress(layer, 6, mtime=0) if compression == "gzip" else zstandard.ZstdCompressor(level=3).compress(layer)
+
+    with Store.open(tmp_path / "plain") as s:
+        s.ingest(io.BytesIO(layer))
+        plain_codecs = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
+        plain_stored = sum(n for (n,) in catalog(s).execute("SELECT stored_length FROM chunks"))
+    assert {0, 1, 3} <= set(plain_codecs.values())  # as they are, lz4, lz4 linked to the chunk before
+
+    root = tmp_path / "s"
+    with Store.open(root) as s:
+        info = s.ingest(io.BytesIO(blob))
+        assert info.diff_id == sha(layer)
+        rows = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
+        assert set(plain_codecs) <= set(rows)
+        assert all(rows[d] == 0 for d in plain_codecs)  # written as they are
+        listed = {n for (n,) in catalog(s).execute("SELECT p.name FROM deferred d JOIN packs p ON p.id = d.pack")}
+        assert listed == {p.stem for p in (root / "packs").glob("*.pack")}
+        before = disk_bytes(root)
+
+        r = s.repack(threshold=1.0)  # nothing is dead: only the listed packs are rewritten
+        assert set(r.packs_rewritten) == listed and not r.problems
+        assert catalog(s).execute("SELECT count(*) FROM deferred").fetchone()[0] == 0
+        after = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
+        assert {d: after[d] for d in plain_codecs} == plain_codecs
+        stored = sum(n for d, n in catalog(s).execute("SELECT digest, stored_length FROM chunks")
+                     if d in plain_codecs)
+        assert stored <= plain_stored
+        assert disk_bytes(root) < before - (len(layer) - plain_stored) // 2
+        assert s.read_blob(info.digest) == blob
+        assert s.read_blob(info.diff_id) == layer
+        report = s.verify()
+        assert report.ok, report.problems
+        assert s.repack(threshold=1.0).packs_rewritten == ()

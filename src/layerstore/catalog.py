@@ -15,6 +15,9 @@ Tables (the schema is documented in ``docs/format.md``, "Catalog"):
               the 32-byte digest: a lookup is one B-tree descent, O(log n),
               and opening the store reads nothing per chunk.
 ``blobs``     every blob by digest: size, media type, kind, recipe.
+``deferred``  packs holding chunks that ingest wrote uncompressed (the new
+              file content of compressed layers), which the next repack
+              compresses.
 
 This module is the only one that writes SQL; callers use its methods.
 """
@@ -61,6 +64,9 @@ CREATE TABLE IF NOT EXISTS blobs (
     created     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blobs_by_diff_id ON blobs(diff_id);
+CREATE TABLE IF NOT EXISTS deferred (
+    pack  INTEGER PRIMARY KEY REFERENCES packs(id)
+);
 """
 
 #: Largest number of host parameters used in one statement.
@@ -203,6 +209,22 @@ class Catalog:
                 self._pack_ids[name] = pid
         return name
 
+    def mark_deferred(self, cur: sqlite3.Cursor, names: Iterable[str]):
+        """Inside ``cur``'s transaction: list packs ``names`` as holding
+        chunks written uncompressed for a later repack to compress."""
+        cur.executemany("INSERT OR IGNORE INTO deferred(pack) VALUES (?)",
+                        [(self.pack_id(cur, n),) for n in names])
+
+    def deferred_packs(self) -> set:
+        """Names of the packs listed by :meth:`mark_deferred`."""
+        return {row[0] for row in self._con().execute(
+            "SELECT p.name FROM deferred d JOIN packs p ON p.id = d.pack")}
+
+    def clear_deferred(self, cur: sqlite3.Cursor, names: Iterable[str]):
+        """Inside ``cur``'s transaction: take packs ``names`` off the list."""
+        cur.executemany("DELETE FROM deferred WHERE pack = (SELECT id FROM packs WHERE name = ?)",
+                        [(n,) for n in names])
+
     # -- chunks -------------------------------------------------------------
     def existing_chunks(self, digests: Sequence[bytes]) -> set:
         """The subset of ``digests`` (32-byte) already in the catalog."""
@@ -226,13 +248,23 @@ class Catalog:
                 out[d] = (self.pack_name(pack), off, slen, length, codec)
         return out
 
-    def add_chunks(self, cur: sqlite3.Cursor, rows: Iterable[tuple]):
+    def add_chunks(self, cur: sqlite3.Cursor, rows: Iterable[tuple], referenced=()):
         """Insert (digest, pack name, offset, stored_length, length, codec)
-        rows; a digest already present keeps its existing location."""
+        rows, with one reference for the digests in ``referenced`` and none
+        for the others; a digest already present keeps its existing location
+        and gains the reference. Rows go in digest order (B-tree inserts in
+        key order touch each page once)."""
+        ids = {}
+        params = []
+        for d, p, o, s, n, c in sorted(rows):
+            pid = ids.get(p)
+            if pid is None:
+                pid = ids[p] = self.pack_id(cur, p)
+            params.append((d, pid, o, s, n, c, 1 if d in referenced else 0))
         cur.executemany(
-            "INSERT OR IGNORE INTO chunks(digest, pack, offset, stored_length, length, codec) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(d, self.pack_id(cur, p), o, s, n, c) for d, p, o, s, n, c in rows],
+            "INSERT INTO chunks(digest, pack, offset, stored_length, length, codec, refs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET refs = refs + excluded.refs",
+            params,
         )
 
     def missing_chunks(self, cur: sqlite3.Cursor, digests: Sequence[bytes]) -> List[bytes]:

@@ -59,8 +59,9 @@ from .digest import Digest
 from .errors import (CorruptBlobError, ImageNotFoundError, LayerStoreError, PackFormatError,
                      StoreError)
 from .manifest import ImageIndex, Manifest, parse_document
-from .packs import (CODEC_LZ4_LINKED, ENTRY_HEADER_SIZE, PACK_HEADER_SIZE, PackIndex, PackLocation, PackReader,
-                    PackWriter, _fsync_dir, _parse_entry_header, _pread_exact, _same_file, _try_lock)
+from .packs import (CODEC_LZ4_LINKED, CODEC_NONE, ENTRY_HEADER_SIZE, PACK_HEADER_SIZE, PackIndex, PackLocation,
+                    PackReader, PackWriter, _encode_run, _fsync_dir, _parse_entry_header, _pread_exact, _same_file,
+                    _try_lock)
 from .reference import parse
 
 __all__ = [
@@ -81,6 +82,8 @@ _LOCKS_DIR = "locks"
 _GC_LOCK = "gc.lock"
 _LEASE_SUFFIX = ".lease"
 _BATCH = 500
+# Plaintext of the deferred entries a repack compresses in one run (bytes).
+_COMPRESS_RUN_BYTES = 4 << 20
 _COMPRESSED_KINDS = ("gzip", "zstd")
 _BLOB_KINDS = ("raw", "layer", *_COMPRESSED_KINDS)
 
@@ -993,6 +996,7 @@ class LifecycleMixin:
         self._remove_orphan_indexes()
         _n, before = self._pack_bytes_on_disk()
         live = self._live_by_pack()
+        deferred = self._catalog.deferred_packs()
         chosen, considered = [], 0
         active = self._packs.active_pack_id
         for info in self._packs.packs():
@@ -1011,10 +1015,10 @@ class LifecycleMixin:
             if forced is not None:
                 if force:
                     chosen.append(info)
-            elif count == 0 or (dead > 0 and dead >= threshold * body):
+            elif count == 0 or (dead > 0 and dead >= threshold * body) or info.pack_id in deferred:
                 chosen.append(info)
-        moves, written, problems = self._copy_live(chosen, lenient=forced is not None)
-        retire = self._switch(moves, chosen)
+        moves, written, problems = self._copy_live(chosen, lenient=forced is not None, compress=deferred)
+        retire = self._switch(moves, chosen, deferred)
         deleted: List[str] = []
         deferred = False
         if retire:
@@ -1052,15 +1056,42 @@ class LifecycleMixin:
                 raise
             return PackReader(path, os.open(path, os.O_RDONLY | os.O_CLOEXEC), pack_id)
 
-    def _copy_live(self, chosen, lenient: bool):
+    def _copy_live(self, chosen, lenient: bool, compress=frozenset()):
         """Copy the live entries of ``chosen`` packs into new packs, byte for
         byte, checking each (header valid and matching the row, xxh3 of the
-        stored bytes); seal the new packs. Returns (moves, new pack ids,
-        problems); a move is (digest, old pack id, old offset, new location,
-        stored length)."""
+        stored bytes); seal the new packs. The uncompressed entries of packs
+        in ``compress`` (ids; chunks whose compression ingest deferred) are
+        compressed with the store's codec instead, when that saves space.
+        Returns (moves, new pack ids, problems); a move is (digest, old pack
+        id, old offset, new location, stored length)."""
         con = self._catalog._con()
         moves, written, problems = [], [], []
         writer: Optional[PackWriter] = None
+        run: list = []  # deferred entries to compress together: (digest, old pack, old offset, slen, plaintext)
+        run_bytes = 0
+
+        def target() -> PackWriter:
+            nonlocal writer
+            if writer is None or writer.size >= self._packs.max_pack_size:
+                if writer is not None:
+                    writer.seal()
+                writer = PackWriter.create(self._packs.directory, self._packs.codec, self._packs.buffer_size)
+                written.append(writer.pack_id)
+            return writer
+
+        def flush_run():
+            # consecutive entries, so that small chunks compress in linked
+            # groups as at ingest (packs._encode_run); one writer holds a group
+            nonlocal run_bytes
+            if not run:
+                return
+            w = target()
+            encoded = _encode_run([(r[0], r[4]) for r in run], w._cid)
+            for (digest, pack_id, offset, slen, _plain), (d, n, c, stored, _joins) in zip(run, encoded):
+                moves.append((digest, pack_id, offset, w._append(d, n, c, stored), slen))
+            run.clear()
+            run_bytes = 0
+
         try:
             for info in chosen:
                 rows = con.execute(
@@ -1084,6 +1115,13 @@ class LifecycleMixin:
                         if why:
                             problems.append(f"pack {info.pack_id} offset {offset}: chunk {digest.hex()}: {why}")
                             continue
+                        if codec == CODEC_NONE and info.pack_id in compress:
+                            run.append((digest, info.pack_id, offset, slen, entry[ENTRY_HEADER_SIZE:]))
+                            run_bytes += slen
+                            if run_bytes >= _COMPRESS_RUN_BYTES:
+                                flush_run()
+                            continue
+                        flush_run()
                         if codec == CODEC_LZ4_LINKED:
                             # compressed against its group: re-encoded alone,
                             # since the group's other entries may not move
@@ -1093,17 +1131,11 @@ class LifecycleMixin:
                             except LayerStoreError as exc:
                                 problems.append(f"pack {info.pack_id} offset {offset}: chunk {digest.hex()}: {exc}")
                                 continue
-                        if writer is None or writer.size >= self._packs.max_pack_size:
-                            if writer is not None:
-                                writer.seal()
-                            writer = PackWriter.create(self._packs.directory, self._packs.codec,
-                                                       self._packs.buffer_size)
-                            written.append(writer.pack_id)
-                        if codec == CODEC_LZ4_LINKED:
-                            loc = writer.add(bytes(digest), plain)
+                            loc = target().add(bytes(digest), plain)
                         else:
-                            loc = writer._append(bytes(digest), length, codec, entry[ENTRY_HEADER_SIZE:])
+                            loc = target()._append(bytes(digest), length, codec, entry[ENTRY_HEADER_SIZE:])
                         moves.append((digest, info.pack_id, offset, loc, slen))
+                    flush_run()
             if writer is not None:
                 writer.seal()
                 writer = None
@@ -1112,11 +1144,13 @@ class LifecycleMixin:
                 writer.abort()
         return moves, written, problems
 
-    def _switch(self, moves, chosen) -> List[str]:
+    def _switch(self, moves, chosen, deferred=frozenset()) -> List[str]:
         """One transaction: point the moved chunk rows at their copies (only
-        rows still at the old place), then list the chosen packs no row
-        points at any more."""
+        rows still at the old place), take the chosen packs off the
+        ``deferred`` list (their uncompressed chunks are compressed now),
+        then list the chosen packs no row points at any more."""
         with self._catalog.write() as cur:
+            self._catalog.clear_deferred(cur, [info.pack_id for info in chosen if info.pack_id in deferred])
             ids: Dict[str, int] = {}
             params = []
             for digest, old_pack, old_offset, loc, _slen in moves:

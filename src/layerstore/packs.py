@@ -318,6 +318,14 @@ def _encode_run(items, cid):
     32 KiB) and stored as CODEC_LZ4_LINKED: a u32 distance back to the
     head's entry, then the LZ4 block. A member that does not shrink by 1/16
     is stored as CODEC_NONE and still belongs to the group's history."""
+    if cid == CODEC_NONE:
+        out = []
+        for digest, data in items:
+            data = _as_bytes_like(data)
+            if len(data) > MAX_RAW_LENGTH:
+                raise ValueError(f"chunk of {len(data)} bytes exceeds the {MAX_RAW_LENGTH}-byte maximum")
+            out.append((bytes(digest), len(data), CODEC_NONE, data, False))
+        return out
     out = []
     history = None  # plaintext of the open group, or None
     distance = 0    # from the open group's head entry to the next entry
@@ -671,6 +679,49 @@ class PackWriter:
                 self._early_at = self._written
                 self._early = workers.pool("sync").submit(_datasync, self._fd)
         return PackLocation(self.pack_id, offset, slen, raw_length, cid)
+
+    def _append_many(self, encoded) -> List[PackLocation]:
+        """Append already encoded entries one after the other, as
+        :meth:`_append` would one by one: ``encoded`` is ``[(digest, raw
+        length, codec id, stored, ...)]`` (what :func:`_encode_run` returns).
+        The headers are built outside the lock, taken once."""
+        heads = []
+        for d, n, c, stored, *_ in encoded:
+            body = _ENTRY_BODY.pack(ENTRY_MAGIC, c, 0, 0, n, len(stored), d, _xxh3(stored))
+            heads.append(body + _U64.pack(_xxh3(body)))
+        locs = []
+        with self._lock:
+            self._check_open()
+            pack_id, records, direct = self.pack_id, self._records, self._direct
+            view, fill, size = self._view, self._fill, self._size
+            try:
+                for (d, n, c, stored, *_), head in zip(encoded, heads):
+                    slen = len(stored)
+                    need = ENTRY_HEADER_SIZE + slen
+                    if slen >= direct or need > len(view):
+                        _pwrite_all(self._fd, [view[:fill], head, stored], self._written)
+                        self._written = size + need
+                        fill = 0
+                    else:
+                        if fill + need > len(view):
+                            _pwrite_all(self._fd, [view[:fill]], self._written)
+                            self._written += fill
+                            fill = 0
+                        view[fill:fill + ENTRY_HEADER_SIZE] = head
+                        view[fill + ENTRY_HEADER_SIZE:fill + need] = stored
+                        fill += need
+                    records += _INDEX_RECORD.pack(d, size, slen, n, c)
+                    locs.append(PackLocation(pack_id, size, slen, n, c))
+                    size += need
+                    self._fill, self._size = fill, size
+                    self._count += 1
+            except OSError:
+                self._fail()
+                raise
+            if self._written - self._early_at >= _EARLY_SYNC_BYTES and (self._early is None or self._early.done()):
+                self._early_at = self._written
+                self._early = workers.pool("sync").submit(_datasync, self._fd)
+        return locs
 
     def _write_out(self):
         fill = self._fill
@@ -1384,6 +1435,12 @@ class PackSet:
         with self._lock:
             if self._closed:
                 raise ValueError("pack set is closed")
+            w = self._writer
+            if w is None or w.closed:
+                w = self._writer = PackWriter.create(self.directory, self._cid, self.buffer_size)
+            if (w.size + sum(ENTRY_HEADER_SIZE + len(e[3]) for e in encoded) < self.max_pack_size
+                    and w.entry_count + len(encoded) < self.max_pack_entries):
+                return w._append_many(encoded)  # no rotation within them
             locs = []
             for k, (d, n, c, s, _joins) in enumerate(encoded):
                 w = self._writer

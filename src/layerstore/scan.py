@@ -182,6 +182,25 @@ class ScanBatch:
         Valid until the next :meth:`LayerScanner.feed` call."""
         return self._source._slice(chunk.offset, chunk.length)
 
+    def chunks_data(self, chunks: List[Chunk]) -> List[memoryview]:
+        """:meth:`chunk_data` of each of ``chunks`` (of this batch, in stream
+        order), finding them in one walk over the input buffers."""
+        out = []
+        bufs = self._source._buffers
+        k = 0
+        start, view = bufs[0] if bufs else (0, b"")
+        for c in chunks:
+            offset, length = c.offset, c.length
+            while offset >= start + len(view) and k + 1 < len(bufs):
+                k += 1
+                start, view = bufs[k]
+            rel = offset - start
+            if 0 <= rel and rel + length <= len(view):
+                out.append(view[rel:rel + length])
+            else:  # spans buffers (or out of order): the general path
+                out.append(self._source._slice(offset, length))
+        return out
+
 
 class LayerScanner:
     """Incremental scanner of one layer tar stream (or, with ``raw=True``, of

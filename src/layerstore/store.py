@@ -246,6 +246,7 @@ class _Record:
     recipe: Recipe
     encoded: bytes
     new_chunks: list
+    deferred: tuple = ()  # packs holding chunks written uncompressed for repack to compress
 
 
 class _Chunks:
@@ -253,13 +254,21 @@ class _Chunks:
     against chunks this ingest (or its batch) already wrote. The new chunks
     of each scanner batch are compressed and appended to this process's pack
     by one job on a worker thread, so the scan of the next buffer overlaps
-    them; at most ``_IN_FLIGHT`` jobs are pending at once."""
+    them; at most ``_IN_FLIGHT`` jobs are pending at once.
+
+    ``compress=False`` writes the chunks as they are: for bytes that do not
+    compress (gzip or zstd streams). ``defer=True`` writes them as they are
+    too, and lists their packs for the next repack to compress (the file
+    content of compressed layers: see docs/design.md, "Compression of new
+    chunks is deferred for compressed layers")."""
 
     _IN_FLIGHT = 8
 
-    def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None, compress: bool = True):
+    def __init__(self, store: "Store", shared: Optional[Dict[bytes, object]] = None, compress: bool = True,
+                 defer: bool = False):
         self.store = store
-        self.compress = compress
+        self.compress = compress and not defer
+        self.defer = defer
         # digest -> PackLocation, or the Future of the job writing it (its
         # result maps digest -> PackLocation): chunks written by this ingest
         # or by earlier blobs of the same batch
@@ -270,22 +279,23 @@ class _Chunks:
 
     def add(self, chunks, data_of):
         """chunks: objects with offset, length, digest (32 bytes);
-        data_of(chunk) -> the chunk's bytes (they must stay unchanged until
-        :meth:`record`)."""
+        data_of(chunks) -> the bytes of each of ``chunks``, in order (they
+        must stay unchanged until :meth:`record`)."""
         if not chunks:
             return
         new = self.new
         fresh = [c.digest for c in chunks if c.digest not in new]
         known = self.store._live_chunks(fresh) if fresh else set()
-        refs = self.refs
-        todo = {}
+        make_ref = tuple.__new__
+        self.refs += [make_ref(ChunkRef, (c.offset, c.length, c.digest)) for c in chunks]
+        needed = {}
         for c in chunks:
             d = c.digest
-            refs.append(ChunkRef(c.offset, c.length, d))
-            if d not in known and d not in new and d not in todo:
-                todo[d] = data_of(c)
-        if not todo:
+            if d not in known and d not in new and d not in needed:
+                needed[d] = c
+        if not needed:
             return
+        todo = dict(zip(needed, data_of(list(needed.values()))))
         fut = workers.pool("io").submit(self._write, todo, self.compress)
         own = self.own
         for d in todo:
@@ -303,9 +313,13 @@ class _Chunks:
         """Wait for the pending writes; digest -> PackLocation of the chunks
         this blob wrote. Raises what a write raised."""
         out = {}
+        written = {}  # id of a write job -> its result, each waited for once
         for d, loc in self.own.items():
             if not isinstance(loc, PackLocation):
-                loc = loc.result()[d]
+                done = written.get(id(loc))
+                if done is None:
+                    done = written[id(loc)] = loc.result()
+                loc = done[d]
             out[d] = loc
         self._pending.clear()
         return out
@@ -317,8 +331,9 @@ class _Chunks:
         rec = Recipe(size, self.refs, b"")
         rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
                 for d, loc in self.locations().items()]
+        deferred = tuple({row[1]: None for row in rows}) if self.defer else ()
         return _Record(digest, media_type, kind, diff_id, entries, rec,
-                       recipe.encode(size, self.refs, segments), rows)
+                       recipe.encode(size, self.refs, segments), rows, deferred)
 
     def abandon(self):
         """After an error: wait for pending writes (no worker may still read
@@ -345,18 +360,18 @@ class _RawBlob:
     """Any blob: hashed and cut into content-defined chunks in one pass by
     the C scanner in raw mode; new chunks stored."""
 
-    def __init__(self, store: "Store", shared=None, compress=True):
+    def __init__(self, store: "Store", shared=None, compress=True, threads=None):
         self.chunks = _Chunks(store, shared, compress)
-        self.scanner = LayerScanner(*store.chunk_params, raw=True)
+        self.scanner = LayerScanner(*store.chunk_params, threads=threads, raw=True)
         self.size = 0
 
     def feed(self, buf):
         for batch in self.scanner.feed(buf):
-            self.chunks.add(batch.chunks, batch.chunk_data)
+            self.chunks.add(batch.chunks, batch.chunks_data)
 
     def finish(self, expected_digest) -> str:
         batch = self.scanner.finish()
-        self.chunks.add(batch.chunks, batch.chunk_data)
+        self.chunks.add(batch.chunks, batch.chunks_data)
         self.size = self.scanner.size
         digest = self.scanner.digest
         if expected_digest is not None and digest != expected_digest:
@@ -371,14 +386,14 @@ class _LayerBlob:
     """An uncompressed layer tar: scanned in one pass (scan.py), its
     content chunks stored, its other bytes kept as recipe segments."""
 
-    def __init__(self, store: "Store", shared=None):
-        self.chunks = _Chunks(store, shared)
+    def __init__(self, store: "Store", shared=None, defer=False):
+        self.chunks = _Chunks(store, shared, defer=defer)
         self.scanner = LayerScanner(*store.chunk_params)
         self.segments = []
         self.entries = 0
 
     def _take(self, batch):
-        self.chunks.add(batch.chunks, batch.chunk_data)
+        self.chunks.add(batch.chunks, batch.chunks_data)
         self.segments.append(batch.segments)
         self.entries += len(batch.entries)
 
@@ -581,33 +596,41 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
         cannot be trusted to give the same bytes; see docs/design.md).
 
         Decompression (isal for gzip, zstandard for zstd; both release the
-        GIL) and the chunking of the compressed bytes run on a second thread,
-        overlapped with the layer scan on this one.
+        GIL) runs on a second thread and the hashing and chunking of the
+        compressed bytes on a worker, overlapped with the layer scan on this
+        one. The layer's new chunks
+        are written uncompressed and their packs listed for the next repack
+        to compress, so that ingest runs at the speed of decompression.
         """
         shared = shared if shared is not None else {}
-        raw = _RawBlob(self, shared, compress=False)  # gzip/zstd bytes do not compress further
-        layer = _LayerBlob(self, shared)
+        # gzip/zstd bytes do not compress further; they are hashed and chunked
+        # on a worker, off the decompressing thread, which is the longest one
+        raw = _RawBlob(self, shared, compress=False, threads=1)
+        layer = _LayerBlob(self, shared, defer=True)
         with _abandon_on_error(raw), _abandon_on_error(layer):
-            pipe = Decompressor(src.buffers(), kind, raw.feed)
+            tee = workers.InOrder(raw.feed)
+            pipe = Decompressor(src.buffers(), kind, tee.submit)
             try:
                 for buf in pipe:
                     layer.feed(buf)
                 diff_id = layer.finish(None)
             finally:
                 pipe.close()
+                error = tee.close()
+            if error is not None:
+                raise error
             digest = raw.finish(expected_digest)
             return [layer.record(diff_id, None), raw.record(digest, media_type, kind, diff_id, layer.entries)]
 
     def _commit(self, records, extra=None) -> List[BlobInfo]:
         """Make blobs visible: flush and fsync this process's pack, then one
-        catalog transaction adds the new chunks, the blobs and their chunk
-        reference counts, then runs ``extra(cursor)`` (more rows of the same
-        change). A blob already present (stored meanwhile by another writer)
-        is left as it is."""
+        catalog transaction adds the blobs, the new chunks and the blobs'
+        chunk reference counts, then runs ``extra(cursor)`` (more rows of the
+        same change). A blob already present (stored meanwhile by another
+        writer) is left as it is."""
         self._packs.flush(sync=True)
         with self._catalog.write() as cur:
-            for rec in records:
-                self._catalog.add_chunks(cur, rec.new_chunks)
+            moves = []  # (record, its old recipe or None) for blobs whose references count
             for rec in records:
                 old = None
                 if not self._catalog.add_blob(cur, rec.digest, rec.recipe.size, rec.media_type, rec.kind,
@@ -620,20 +643,32 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
                                                          rec.entries, rec.encoded)
                     if old is None:
                         continue
+                moves.append((rec, old))
+            # a chunk row written for a blob whose references count starts
+            # with that blob's reference (a batch's record may also carry rows
+            # of chunks it does not use: those of a raw record it replaced)
+            counted = {id(rec): {row[0] for row in rec.new_chunks} & {r.digest for r in rec.recipe.chunks}
+                       for rec, _old in moves}
+            for rec in records:
+                self._catalog.add_chunks(cur, rec.new_chunks, counted.get(id(rec), ()))
+                self._catalog.mark_deferred(cur, rec.deferred)
+            for rec, old in moves:
                 # an upgraded raw blob's chunks lose its references; a prune
                 # deletes those that no other blob uses
-                self._move_refs(cur, rec.digest, rec.recipe.chunks, old, "ingest")
+                self._move_refs(cur, rec.digest, rec.recipe.chunks, old, "ingest", counted[id(rec)])
             self._revive(cur, [rec.digest for rec in records])
             if extra is not None:
                 extra(cur)
         return [self.stat(rec.digest) for rec in records]
 
-    def _move_refs(self, cur, digest: str, refs, old_recipe: Optional[bytes], during: str):
+    def _move_refs(self, cur, digest: str, refs, old_recipe: Optional[bytes], during: str, counted=frozenset()):
         """In transaction ``cur``: one reference to each distinct chunk of
-        ``refs`` (the blob's new recipe) and, when the blob had the encoded
-        recipe ``old_recipe``, one less to each of its chunks. Raises
-        StoreError when a chunk of ``refs`` has no row (collected meanwhile)."""
-        distinct = list({r.digest: None for r in refs})
+        ``refs`` (the blob's new recipe) but those of ``counted`` (digests
+        whose reference the caller has counted), and, when the blob had the
+        encoded recipe ``old_recipe``, one less to each of its chunks. Raises
+        StoreError when a chunk of ``refs`` has no row (collected
+        meanwhile)."""
+        distinct = [d for d in {r.digest: None for r in refs} if d not in counted]
         missing = self._catalog.missing_chunks(cur, distinct)
         if missing:
             raise StoreError(f"blob {digest}: chunk {missing[0].hex()} and {len(missing) - 1} more "

@@ -29,3 +29,30 @@ def pool(kind: str) -> concurrent.futures.ThreadPoolExecutor:
                     _THREADS.get(kind) or max(2, os.cpu_count() or 1), thread_name_prefix=f"layerstore-{kind}"
                 )
     return executor
+
+
+class InOrder:
+    """Calls ``fn(item)`` for each item given to :meth:`submit`, in order, on
+    a ``"hash"`` pool thread, one call at a time: ``submit`` first waits for
+    the call before it, and raises what that call raised."""
+
+    def __init__(self, fn):
+        self._fn = fn
+        self._pending = None
+
+    def submit(self, item):
+        self._wait()
+        self._pending = pool("hash").submit(self._fn, item)
+
+    def _wait(self):
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            fut.result()
+
+    def close(self):
+        """Wait for the last call; returns the exception it raised, or None."""
+        try:
+            self._wait()
+        except BaseException as exc:  # handed to the caller, who decides
+            return exc
+        return None
