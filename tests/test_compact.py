@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import os
 import signal
 import subprocess
@@ -176,8 +177,14 @@ def test_cli_compact(tmp_path):
     assert 0 < info["reconstruction_data_bytes"] < len(blob)
     res = runner.invoke(cli, ["--store", str(root), "compact", "--format", "json"])
     assert res.exit_code == 0 and json.loads(res.output)["examined"] == 0
+    res = runner.invoke(cli, ["--store", str(root), "repack"])  # the layer's files are compressed now
+    assert res.exit_code == 0, res.output
+    moved, compressed = map(int, re.search(r"Chunks moved: (\d+) .*of which compressed: (\d+)", res.output).groups())
+    assert 0 < compressed <= moved
     with Store.open(root) as store:
         assert store.read_blob(sha(blob)) == blob
+        assert store.read_blob(sha(tar)) == tar
+        assert store.verify().ok
 
 
 _KILL_CHILD = r"""

@@ -1013,6 +1013,7 @@ def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_p
 
         r = s.repack(threshold=1.0)  # nothing is dead: only the listed packs are rewritten
         assert set(r.packs_rewritten) == listed and not r.problems
+        assert r.chunks_compressed == sum(1 for c in plain_codecs.values() if c)
         assert catalog(s).execute("SELECT count(*) FROM deferred").fetchone()[0] == 0
         after = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
         assert {d: after[d] for d in plain_codecs} == plain_codecs

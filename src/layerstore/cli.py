@@ -944,8 +944,10 @@ def prune(state: State, all_, dry_run, fmt):
 def repack(state: State, threshold, fmt):
     """Give the space of pruned data back to the disk.
 
-    Rewrites packs holding dead chunks, moving only live ones, then
-    deletes the old packs. Safe to interrupt.
+    Rewrites packs holding dead chunks, moving only live ones, and packs
+    holding the files of gzip/zstd layers, which ingest leaves
+    uncompressed (they are compressed now), then deletes the old packs.
+    Safe to interrupt.
 
     \b
     Example:
@@ -964,7 +966,8 @@ def repack(state: State, threshold, fmt):
         return
     click.echo(f"Packs rewritten: {len(report.packs_rewritten)} of {report.packs_considered}; "
                f"written: {len(report.packs_written)}; deleted: {len(report.packs_deleted)}")
-    click.echo(f"Chunks moved: {report.chunks_moved} ({human_size(report.bytes_moved)})")
+    click.echo(f"Chunks moved: {report.chunks_moved} ({human_size(report.bytes_moved)}), "
+               f"of which compressed: {report.chunks_compressed}")
     click.echo(f"Reclaimed: {human_size(report.reclaimed_bytes)} ({human_size(report.bytes_before)} -> "
                f"{human_size(report.bytes_after)}) in {report.seconds:.1f}s")
     for problem in report.problems:

@@ -171,8 +171,9 @@ class RepackReport:
     the packs whose live chunks were moved; ``packs_written``: ids of the
     new packs; ``packs_deleted``: ids of the packs deleted (a pack left over
     by an interrupted repack is deleted without being rewritten);
-    ``chunks_moved`` and ``bytes_moved`` (entry bytes copied, headers
-    included); ``bytes_before``/``bytes_after``: bytes on disk of every pack
+    ``chunks_moved`` and ``bytes_moved`` (entry bytes before the move,
+    headers included); ``chunks_compressed``: moved chunks that ingest had
+    left uncompressed and that are now compressed; ``bytes_before``/``bytes_after``: bytes on disk of every pack
     file and index, measured before and after; ``reclaimed_bytes``:
     their difference; ``seconds``: wall time; ``deferred``: True when
     readers outlived the wait, so emptied packs were kept for the next
@@ -183,6 +184,7 @@ class RepackReport:
     packs_written: Tuple[str, ...] = ()
     packs_deleted: Tuple[str, ...] = ()
     chunks_moved: int = 0
+    chunks_compressed: int = 0
     bytes_moved: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
@@ -933,7 +935,10 @@ class LifecycleMixin:
         """Rewrite packs whose dead fraction (bytes no catalog chunk row
         points at, over the bytes after the pack header) is at least
         ``threshold`` (0 to 1; 0 rewrites every pack holding a dead byte),
-        copying only live entries, byte for byte, into new packs, then
+        and packs into which ingest wrote chunks uncompressed (the new files
+        of gzip and zstd layers: the catalog's ``deferred`` table), copying
+        only live entries into new packs, byte for byte but for those
+        uncompressed chunks, now compressed with the store's codec; then
         delete the old packs. This process's open pack is sealed first and
         dead writers' packs are recovered, so their dead bytes count too.
 
@@ -996,7 +1001,7 @@ class LifecycleMixin:
         self._remove_orphan_indexes()
         _n, before = self._pack_bytes_on_disk()
         live = self._live_by_pack()
-        deferred = self._catalog.deferred_packs()
+        uncompressed = self._catalog.deferred_packs()  # packs whose new chunks ingest left uncompressed
         chosen, considered = [], 0
         active = self._packs.active_pack_id
         for info in self._packs.packs():
@@ -1015,10 +1020,11 @@ class LifecycleMixin:
             if forced is not None:
                 if force:
                     chosen.append(info)
-            elif count == 0 or (dead > 0 and dead >= threshold * body) or info.pack_id in deferred:
+            elif count == 0 or (dead > 0 and dead >= threshold * body) or info.pack_id in uncompressed:
                 chosen.append(info)
-        moves, written, problems = self._copy_live(chosen, lenient=forced is not None, compress=deferred)
-        retire = self._switch(moves, chosen, deferred)
+        moves, written, problems, compressed = self._copy_live(chosen, lenient=forced is not None,
+                                                               compress=uncompressed)
+        retire = self._switch(moves, chosen, uncompressed)
         deleted: List[str] = []
         deferred = False
         if retire:
@@ -1036,6 +1042,7 @@ class LifecycleMixin:
             packs_written=tuple(written),
             packs_deleted=tuple(deleted),
             chunks_moved=len(moves),
+            chunks_compressed=compressed,
             bytes_moved=sum(ENTRY_HEADER_SIZE + m[4] for m in moves),
             bytes_before=before,
             bytes_after=after,
@@ -1062,13 +1069,15 @@ class LifecycleMixin:
         stored bytes); seal the new packs. The uncompressed entries of packs
         in ``compress`` (ids; chunks whose compression ingest deferred) are
         compressed with the store's codec instead, when that saves space.
-        Returns (moves, new pack ids, problems); a move is (digest, old pack
-        id, old offset, new location, stored length)."""
+        Returns (moves, new pack ids, problems, number of entries
+        compressed); a move is (digest, old pack id, old offset, new
+        location, stored length)."""
         con = self._catalog._con()
         moves, written, problems = [], [], []
         writer: Optional[PackWriter] = None
         run: list = []  # deferred entries to compress together: (digest, old pack, old offset, slen, plaintext)
         run_bytes = 0
+        compressed = 0
 
         def target() -> PackWriter:
             nonlocal writer
@@ -1082,11 +1091,12 @@ class LifecycleMixin:
         def flush_run():
             # consecutive entries, so that small chunks compress in linked
             # groups as at ingest (packs._encode_run); one writer holds a group
-            nonlocal run_bytes
+            nonlocal run_bytes, compressed
             if not run:
                 return
             w = target()
             encoded = _encode_run([(r[0], r[4]) for r in run], w._cid)
+            compressed += sum(1 for e in encoded if e[2] != CODEC_NONE)
             for (digest, pack_id, offset, slen, _plain), (d, n, c, stored, _joins) in zip(run, encoded):
                 moves.append((digest, pack_id, offset, w._append(d, n, c, stored), slen))
             run.clear()
@@ -1142,7 +1152,7 @@ class LifecycleMixin:
         finally:
             if writer is not None:
                 writer.abort()
-        return moves, written, problems
+        return moves, written, problems, compressed
 
     def _switch(self, moves, chosen, deferred=frozenset()) -> List[str]:
         """One transaction: point the moved chunk rows at their copies (only
