@@ -264,10 +264,33 @@ static int on_event(ls_scanner *s, const ls_tar_event *ev)
     }
 }
 
-int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, size_t *consumed)
+static void drain(ls_scanner *s)
+{
+    s->chunks.len = 0;
+    s->segments.len = 0;
+    s->entries.len = 0;
+    s->names.len = 0;
+}
+
+static void describe(const ls_scanner *s, size_t consumed, ls_scan_out *out)
+{
+    out->consumed = consumed;
+    out->chunks = (const ls_scan_chunk *)s->chunks.data;
+    out->chunk_count = s->chunks.len / sizeof(ls_scan_chunk);
+    out->segments = s->segments.data;
+    out->segments_length = s->segments.len;
+    out->entries = (const ls_scan_entry *)s->entries.data;
+    out->entry_count = s->entries.len / sizeof(ls_scan_entry);
+    out->names = s->names.data;
+    out->names_length = s->names.len;
+    out->retain_from = s->chunk_len > 0 ? s->chunk_offset : s->position;
+}
+
+int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, ls_scan_out *out)
 {
     size_t used = 0;
-    *consumed = 0;
+    drain(s);
+    describe(s, 0, out);
     if (s->failed)
         return -1;
     if (s->raw) {
@@ -275,8 +298,11 @@ int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, size_t *consumed
         /* bound the chunk records of one call like the tar path does */
         if (n > (size_t)LS_SCAN_MAX_CHUNKS * 64)
             n = (size_t)LS_SCAN_MAX_CHUNKS * 64;
-        if (on_data(s, buf, n, s->position) < 0)
+        if (on_data(s, buf, n, s->position) < 0) {
+            if (!s->failed)
+                set_error(s, "out of memory recording a chunk", s->position, "");
             return -1;
+        }
         used = n;
     }
     while (!s->raw) {
@@ -298,12 +324,14 @@ int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, size_t *consumed
     if (s->hash_stream)
         ls_sha256_update(&s->stream, buf, used);
     s->position += used;
-    *consumed = used;
+    describe(s, used, out);
     return 0;
 }
 
-int ls_scan_finish(ls_scanner *s, uint8_t digest[32])
+int ls_scan_finish(ls_scanner *s, uint8_t digest[32], ls_scan_out *out)
 {
+    drain(s);
+    describe(s, 0, out);
     if (s->failed)
         return -1;
     while (!s->raw) {
@@ -335,44 +363,8 @@ int ls_scan_finish(ls_scanner *s, uint8_t digest[32])
         ls_sha256_final(&s->stream, digest);
     else
         memset(digest, 0, 32);
+    describe(s, 0, out);
     return 0;
-}
-
-const ls_scan_chunk *ls_scan_chunks(const ls_scanner *s, size_t *count)
-{
-    *count = s->chunks.len / sizeof(ls_scan_chunk);
-    return (const ls_scan_chunk *)s->chunks.data;
-}
-
-const uint8_t *ls_scan_segments(const ls_scanner *s, size_t *length)
-{
-    *length = s->segments.len;
-    return s->segments.data;
-}
-
-const ls_scan_entry *ls_scan_entries(const ls_scanner *s, size_t *count)
-{
-    *count = s->entries.len / sizeof(ls_scan_entry);
-    return (const ls_scan_entry *)s->entries.data;
-}
-
-const uint8_t *ls_scan_names(const ls_scanner *s, size_t *length)
-{
-    *length = s->names.len;
-    return s->names.data;
-}
-
-void ls_scan_drain(ls_scanner *s)
-{
-    s->chunks.len = 0;
-    s->segments.len = 0;
-    s->entries.len = 0;
-    s->names.len = 0;
-}
-
-uint64_t ls_scan_retain_from(const ls_scanner *s)
-{
-    return s->chunk_len > 0 ? s->chunk_offset : s->position;
 }
 
 uint64_t ls_scan_position(const ls_scanner *s) { return s->position; }

@@ -14,7 +14,7 @@
  *     chunk and identical files give identical chunks whatever surrounds
  *     them) and the SHA-256 of every chunk.
  *
- * Output, drained by the caller after each ls_scan_feed call:
+ * Output, described by each ls_scan_feed call (ls_scan_out):
  *   - chunks:  ls_scan_chunk records in stream order;
  *   - segment bytes: every non-content byte, in stream order;
  *   - entries: ls_scan_entry records, names in a side buffer.
@@ -80,28 +80,37 @@ typedef struct {
 ls_scanner *ls_scan_new(uint32_t min_size, uint32_t avg_size, uint32_t max_size, int flags);
 void ls_scan_free(ls_scanner *s);
 
-/* Scan buf[0..len). Returns 0 and sets *consumed (== len unless an output
- * bound was reached: drain and call again with the rest), or -1 on a tar
- * format error (ls_scan_error_*; the scanner is then unusable). */
-int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, size_t *consumed);
+/* What one ls_scan_feed or ls_scan_finish call produced. The pointers stay
+ * valid until the next feed or finish call, which drains them first. One
+ * call returns everything, so that a caller that releases a lock (such as
+ * Python's GIL) around every call makes one call per buffer. */
+typedef struct {
+    size_t consumed;               /* input bytes scanned (feed) */
+    const ls_scan_chunk *chunks;   /* completed chunks, in stream order */
+    size_t chunk_count;
+    const uint8_t *segments;       /* non-content bytes, in stream order */
+    size_t segments_length;
+    const ls_scan_entry *entries;  /* entries whose headers completed */
+    size_t entry_count;
+    const uint8_t *names;          /* their names and link names */
+    size_t names_length;
+    /* Stream offset of the first byte the caller may still be asked for:
+     * the start of a chunk in progress, else the current position. Input
+     * before it can be released. */
+    uint64_t retain_from;
+} ls_scan_out;
 
-/* End of stream: returns 0 and writes the stream digest (all zero when
- * hash_stream was 0), or -1 when the stream is truncated or invalid. Outputs
- * produced by finishing are drained as after a feed. */
-int ls_scan_finish(ls_scanner *s, uint8_t digest[32]);
+/* Scan buf[0..len). Returns 0 and fills *out (out->consumed == len unless an
+ * output bound was reached: take the outputs and call again with the rest),
+ * or -1 on a tar format error (ls_scan_error_*; the scanner is then
+ * unusable). */
+int ls_scan_feed(ls_scanner *s, const uint8_t *buf, size_t len, ls_scan_out *out);
 
-/* Outputs since the last ls_scan_drain. Pointers stay valid until the next
- * feed, finish or drain. */
-const ls_scan_chunk *ls_scan_chunks(const ls_scanner *s, size_t *count);
-const uint8_t *ls_scan_segments(const ls_scanner *s, size_t *length);
-const ls_scan_entry *ls_scan_entries(const ls_scanner *s, size_t *count);
-const uint8_t *ls_scan_names(const ls_scanner *s, size_t *length);
-void ls_scan_drain(ls_scanner *s);
+/* End of stream: returns 0, writes the stream digest (all zero when
+ * hash_stream was 0) and fills *out with what finishing produced, or -1 when
+ * the stream is truncated or invalid. */
+int ls_scan_finish(ls_scanner *s, uint8_t digest[32], ls_scan_out *out);
 
-/* Stream offset of the first byte the caller may still be asked for: the
- * start of a chunk in progress, else the current position. Input before it
- * can be released. */
-uint64_t ls_scan_retain_from(const ls_scanner *s);
 /* Bytes consumed so far. */
 uint64_t ls_scan_position(const ls_scanner *s);
 

@@ -250,7 +250,7 @@ class LayerScanner:
         self._pending_hash = None
         self._buffers = deque()  # (stream offset, memoryview) still needed
         self._position = 0  # stream offset of the end of the last fed buffer
-        self._size_t = ffi.new("size_t *")
+        self._out = ffi.new("ls_scan_out *")
         self._entries_seen = 0
         self.digest: Optional[str] = None
         self.size: Optional[int] = None
@@ -270,17 +270,19 @@ class LayerScanner:
         self._buffers.append((self._position, view))
         self._position += len(view)
         done = 0
+        out = self._out
         while done < len(view):
             # The C buffer view is released before yielding: none is held by
-            # a suspended (or exception-held) generator frame.
+            # a suspended (or exception-held) generator frame. One C call per
+            # batch: each call gives up the GIL and may wait to get it back.
             with ffi.from_buffer(view) as cbuf:
-                rc = lib.ls_scan_feed(self._s, cbuf + done, len(view) - done, self._size_t)
+                rc = lib.ls_scan_feed(self._s, cbuf + done, len(view) - done, out)
             if rc < 0:
                 self._wait_hash()
                 self._raise()
-            done += self._size_t[0]
-            yield self._drain()
-        self._release()
+            done += out.consumed
+            yield self._batch(out)
+        self._release(out.retain_from)
 
     def _wait_hash(self):
         if self._pending_hash is not None:
@@ -293,37 +295,36 @@ class LayerScanner:
         if self.size is not None:
             raise LayerStoreError("finish() called twice: a LayerScanner scans one stream")
         self._wait_hash()
-        out = ffi.new("uint8_t[32]")
-        if lib.ls_scan_finish(self._s, out) < 0:
+        digest = ffi.new("uint8_t[32]")
+        if lib.ls_scan_finish(self._s, digest, self._out) < 0:
             self._raise()
         self.size = self._position
         if self._hasher is not None:
             self.digest = "sha256:" + self._hasher.hexdigest()
         else:
-            self.digest = "sha256:" + bytes(ffi.buffer(out, 32)).hex()
-        return self._drain()
+            self.digest = "sha256:" + bytes(ffi.buffer(digest, 32)).hex()
+        return self._batch(self._out)
 
     # -- output ---------------------------------------------------------
-    def _drain(self) -> ScanBatch:
-        s, n = self._s, self._size_t
-        p = lib.ls_scan_chunks(s, n)
+    def _batch(self, out) -> ScanBatch:
+        """Copy what the last C call produced (``out``: ls_scan_out) into a
+        ScanBatch; the next call reuses the C buffers."""
+        n = out.chunk_count
         new_chunk = tuple.__new__
         chunks = [
             new_chunk(Chunk, (offset, length, digest, entry))
-            for offset, length, entry, digest in _CHUNK.iter_unpack(ffi.buffer(p, n[0] * _CHUNK.size))
-        ] if n[0] else []
-        p = lib.ls_scan_segments(s, n)
-        segments = bytes(ffi.buffer(p, n[0])) if n[0] else b""
-        p = lib.ls_scan_entries(s, n)
-        count = n[0]
+            for offset, length, entry, digest in _CHUNK.iter_unpack(ffi.buffer(out.chunks, n * _CHUNK.size))
+        ] if n else []
+        n = out.segments_length
+        segments = bytes(ffi.buffer(out.segments, n)) if n else b""
+        count = out.entry_count
         if count:
-            raw_entries = bytes(ffi.buffer(p, count * _ENTRY.size))
-            p = lib.ls_scan_names(s, n)
-            entries = ScanEntries(self._entries_seen, raw_entries, bytes(ffi.buffer(p, n[0])))
+            raw_entries = bytes(ffi.buffer(out.entries, count * _ENTRY.size))
+            names = bytes(ffi.buffer(out.names, out.names_length)) if out.names_length else b""
+            entries = ScanEntries(self._entries_seen, raw_entries, names)
             self._entries_seen += count
         else:
             entries = _NO_ENTRIES
-        lib.ls_scan_drain(s)
         return ScanBatch(chunks, segments, entries, self)
 
     def _raise(self):
@@ -334,8 +335,7 @@ class LayerScanner:
             entry=ffi.string(lib.ls_scan_error_entry(s)).decode("utf-8", "replace") or None,
         )
 
-    def _release(self):
-        keep_from = lib.ls_scan_retain_from(self._s)
+    def _release(self, keep_from: int):
         bufs = self._buffers
         while bufs and bufs[0][0] + len(bufs[0][1]) <= keep_from:
             bufs.popleft()
