@@ -154,13 +154,21 @@ class Catalog:
         con = self._con()
         cur = con.cursor()
         cur.execute("BEGIN IMMEDIATE")
+        created = self._local.created = []  # pack rows this transaction inserted
         try:
             yield cur
         except BaseException:
             cur.execute("ROLLBACK")
+            # their ids are free again: another writer may take them
+            with self._lock:
+                for name in created:
+                    pid = self._pack_ids.pop(name, None)
+                    self._pack_names.pop(pid, None)
             raise
         else:
             cur.execute("COMMIT")
+        finally:
+            self._local.created = None
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Cursor]:
@@ -191,7 +199,13 @@ class Catalog:
         if pid is not None:
             return pid
         cur.execute("INSERT OR IGNORE INTO packs(name) VALUES (?)", (name,))
+        inserted = cur.rowcount == 1
         pid = cur.execute("SELECT id FROM packs WHERE name = ?", (name,)).fetchone()[0]
+        created = getattr(self._local, "created", None)
+        if inserted:
+            if created is None:
+                return pid  # not known to outlive its transaction: not cached
+            created.append(name)  # forgotten if the transaction rolls back
         with self._lock:
             self._pack_ids[name] = pid
             self._pack_names[pid] = name

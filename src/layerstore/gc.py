@@ -974,31 +974,13 @@ class LifecycleMixin:
             "SELECT p.name, count(*), sum(? + c.stored_length) FROM chunks c JOIN packs p ON p.id = c.pack "
             "GROUP BY c.pack", (ENTRY_HEADER_SIZE,))}
 
-    def _remove_orphan_indexes(self) -> List[str]:
-        """Delete ``.idx`` files whose pack is gone (a deletion interrupted
-        between its two unlinks)."""
-        d = self._packs.directory
-        names = set(os.listdir(d))
-        out = []
-        for name in sorted(names):
-            if name.endswith(".idx") and name[:-4] + ".pack" not in names:
-                try:
-                    os.unlink(os.path.join(d, name))
-                    out.append(name[:-4])
-                except FileNotFoundError:
-                    pass
-        if out:
-            _fsync_dir(d)
-        return out
-
     def _repack(self, threshold: Optional[float], forced: Optional[Set[str]], wait: float) -> RepackReport:
         """Repack with the collection lock held. ``forced``: packs to rewrite
         whatever their dead fraction (repair), read leniently."""
         t0 = time.perf_counter()
         deadline = time.monotonic() + wait
         self._packs.rotate()
-        self._packs.recover()
-        self._remove_orphan_indexes()
+        self._packs.recover()  # also removes the index of a pack whose deletion was interrupted
         _n, before = self._pack_bytes_on_disk()
         live = self._live_by_pack()
         uncompressed = self._catalog.deferred_packs()  # packs whose new chunks ingest left uncompressed
@@ -1154,15 +1136,20 @@ class LifecycleMixin:
                 writer.abort()
         return moves, written, problems, compressed
 
-    def _switch(self, moves, chosen, deferred=frozenset()) -> List[str]:
+    def _switch(self, moves, chosen, compressed=frozenset()) -> List[str]:
         """One transaction: point the moved chunk rows at their copies (only
-        rows still at the old place), take the chosen packs off the
-        ``deferred`` list (their uncompressed chunks are compressed now),
-        then list the chosen packs no row points at any more."""
+        rows still at the old place), then list the chosen packs no row
+        points at any more. Keeps the ``deferred`` list right: a retired
+        pack leaves it; a chosen pack still listed keeps its place (an
+        ingest committed rows into it after they were copied); and copies
+        made byte for byte of uncompressed chunks from a pack listed after
+        ``compressed`` (the packs whose chunks the copy compressed) was read
+        list their new pack."""
         with self._catalog.write() as cur:
-            self._catalog.clear_deferred(cur, [info.pack_id for info in chosen if info.pack_id in deferred])
+            listed = self._catalog.deferred_packs()
             ids: Dict[str, int] = {}
             params = []
+            late = set()
             for digest, old_pack, old_offset, loc, _slen in moves:
                 for name in (old_pack, loc.pack_id):
                     if name not in ids:
@@ -1170,9 +1157,14 @@ class LifecycleMixin:
                 # stored length and codec change for a linked chunk re-encoded alone
                 params.append((ids[loc.pack_id], loc.offset, loc.stored_length, loc.codec, digest, ids[old_pack],
                                old_offset))
+                if old_pack in listed and old_pack not in compressed and loc.codec == CODEC_NONE:
+                    late.add(loc.pack_id)
             cur.executemany("UPDATE chunks SET pack = ?, offset = ?, stored_length = ?, codec = ? "
                             "WHERE digest = ? AND pack = ? AND offset = ?", params)
-            return [info.pack_id for info in chosen if not self._pack_referenced(cur, info.pack_id)]
+            self._catalog.mark_deferred(cur, late)
+            retire = [info.pack_id for info in chosen if not self._pack_referenced(cur, info.pack_id)]
+            self._catalog.clear_deferred(cur, [p for p in retire if p in listed])
+            return retire
 
     @staticmethod
     def _pack_referenced(cur, pack_id: str) -> bool:
@@ -1359,14 +1351,10 @@ class LifecycleMixin:
         pack_problems = self._packs.verify()
         report.packs_checked = len(self._packs.packs())
         damaged: Set[str] = set()
-        orphans: Set[str] = set()
         for p in pack_problems:
             where = f"offset {p.offset}: " if p.offset is not None else ""
             faults.append(Fault("pack", p.pack_id, where + p.what))
-            if p.what == "index without pack file":
-                orphans.add(p.pack_id)
-            else:
-                damaged.add(p.pack_id)
+            damaged.add(p.pack_id)
         # chunks
         bad_chunks: Dict[bytes, str] = {}
         for d, pack, off, slen, length, codec in self._catalog._con().execute(
@@ -1470,19 +1458,14 @@ class LifecycleMixin:
                 faults.append(Fault("tag", f"{repo}:{tag}", f"points at {d!r}, which is not a stored image",
                                     (_familiar(repo, tag),)))
         report.faults.extend(faults)
-        return {"damaged": damaged, "orphans": orphans, "bad_chunks": bad_chunks, "bad_blobs": bad_blobs,
+        return {"damaged": damaged, "bad_chunks": bad_chunks, "bad_blobs": bad_blobs,
                 "unreadable": {p.pack_id for p in pack_problems if p.what.startswith("cannot open pack")}}
 
     def _repair(self, report: VerifyReport, state: dict, wait: float):
         log = report.repairs.append
         d = self._packs.directory
-        # 1. indexes: orphans deleted, damaged packs re-indexed from the pack (torn tail cut)
-        for pid in sorted(state["orphans"]):
-            try:
-                os.unlink(os.path.join(d, pid + ".idx"))
-                log(f"pack {pid}: removed index without pack")
-            except FileNotFoundError:
-                pass
+        # 1. indexes: damaged packs re-indexed from the pack (torn tail cut;
+        # recover() removed the indexes of deleted packs)
         for pid in sorted(state["damaged"] - state["unreadable"]):
             path = os.path.join(d, pid + ".pack")
             if os.path.exists(path) and not self._packs._live(path):

@@ -1586,11 +1586,13 @@ class PackSet:
                 act = self._remove_stale_tmp(os.path.join(d, name), m.group(1))
                 if act:
                     actions.append(act)
-            m = _TMP_INDEX_NAME.match(name)
+            m = _TMP_INDEX_NAME.match(name) or _INDEX_NAME.match(name)
             if m and not os.path.exists(os.path.join(d, m.group(1) + ".pack")):
+                # a temporary index of a dead writer, or the index of a pack
+                # whose deletion stopped between its two unlinks
                 try:
                     os.unlink(os.path.join(d, name))
-                    actions.append(RecoveryAction(m.group(1), "removed", 0, 0, 0, "orphan temporary index"))
+                    actions.append(RecoveryAction(m.group(1), "removed", 0, 0, 0, "index without pack file"))
                 except FileNotFoundError:
                     pass
         for info in self.packs():
@@ -1675,11 +1677,9 @@ class PackSet:
         live writer is reported (``recover`` seals it).
         """
         problems = []
-        names = set(os.listdir(self.directory))
-        for name in sorted(names):
-            m = _INDEX_NAME.match(name)
-            if m and m.group(1) + ".pack" not in names:
-                problems.append(PackProblem(m.group(1), None, None, "index without pack file"))
+        # An index without its pack is what a deletion interrupted between
+        # its two unlinks leaves (.pack first): nothing is lost, recover()
+        # removes it.
         for info in self.packs():
             problems.extend(self._verify_pack(info))
         return problems

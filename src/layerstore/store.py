@@ -606,7 +606,7 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
         # gzip/zstd bytes do not compress further; they are hashed and chunked
         # on a worker, off the decompressing thread, which is the longest one
         raw = _RawBlob(self, shared, compress=False, threads=1)
-        layer = _LayerBlob(self, shared, defer=True)
+        layer = _LayerBlob(self, shared, defer=self._packs.codec != "none")
         with _abandon_on_error(raw), _abandon_on_error(layer):
             tee = workers.InOrder(raw.feed)
             pipe = Decompressor(src.buffers(), kind, tee.submit)
