@@ -1007,14 +1007,14 @@ def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_p
         rows = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
         assert set(plain_codecs) <= set(rows)
         assert all(rows[d] == 0 for d in plain_codecs)  # written as they are
-        listed = {n for (n,) in catalog(s).execute("SELECT p.name FROM deferred d JOIN packs p ON p.id = d.pack")}
+        listed = {n for (n,) in catalog(s).execute("SELECT p.name FROM to_compress t JOIN packs p ON p.id = t.pack")}
         assert listed == {p.stem for p in (root / "packs").glob("*.pack")}
         before = disk_bytes(root)
 
         r = s.repack(threshold=1.0)  # nothing is dead: only the listed packs are rewritten
         assert set(r.packs_rewritten) == listed and not r.problems
         assert r.chunks_compressed == sum(1 for c in plain_codecs.values() if c)
-        assert catalog(s).execute("SELECT count(*) FROM deferred").fetchone()[0] == 0
+        assert catalog(s).execute("SELECT count(*) FROM to_compress").fetchone()[0] == 0
         after = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
         assert {d: after[d] for d in plain_codecs} == plain_codecs
         stored = sum(n for d, n in catalog(s).execute("SELECT digest, stored_length FROM chunks")
@@ -1086,7 +1086,7 @@ def test_repack_racing_a_compressed_layer_commit_leaves_nothing_uncompressed(tmp
     with repacker:
         repacker.repack(threshold=1.0)
         assert _compressible_left_uncompressed(repacker) == 0
-        listed = catalog(repacker).execute("SELECT count(*) FROM deferred").fetchone()[0]
+        listed = catalog(repacker).execute("SELECT count(*) FROM to_compress").fetchone()[0]
         assert listed == 0
         assert repacker.read_blob(sha(gz2)) == gz2 and repacker.read_blob(sha(layer2)) == layer2
         if commit_before == "switch":
@@ -1099,7 +1099,7 @@ def test_a_store_without_compression_does_not_defer(tmp_path):
     layer, gz = _gzip_text_layer(3)
     with Store.open(tmp_path / "s", codec="none") as s:
         s.ingest(io.BytesIO(gz))
-        assert catalog(s).execute("SELECT count(*) FROM deferred").fetchone()[0] == 0
+        assert catalog(s).execute("SELECT count(*) FROM to_compress").fetchone()[0] == 0
         assert s.repack(threshold=1.0).packs_rewritten == ()
 
 

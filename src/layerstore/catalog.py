@@ -15,7 +15,8 @@ Tables (the schema is documented in ``docs/format.md``, "Catalog"):
               the 32-byte digest: a lookup is one B-tree descent, O(log n),
               and opening the store reads nothing per chunk.
 ``blobs``     every blob by digest: size, media type, kind, recipe.
-``deferred``  packs holding chunks that ingest wrote uncompressed (the new
+``to_compress``
+              packs holding chunks that ingest wrote uncompressed (the new
               file content of compressed layers), which the next repack
               compresses.
 
@@ -64,7 +65,7 @@ CREATE TABLE IF NOT EXISTS blobs (
     created     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS blobs_by_diff_id ON blobs(diff_id);
-CREATE TABLE IF NOT EXISTS deferred (
+CREATE TABLE IF NOT EXISTS to_compress (
     pack  INTEGER PRIMARY KEY REFERENCES packs(id)
 );
 """
@@ -223,20 +224,20 @@ class Catalog:
                 self._pack_ids[name] = pid
         return name
 
-    def mark_deferred(self, cur: sqlite3.Cursor, names: Iterable[str]):
+    def mark_to_compress(self, cur: sqlite3.Cursor, names: Iterable[str]):
         """Inside ``cur``'s transaction: list packs ``names`` as holding
         chunks written uncompressed for a later repack to compress."""
-        cur.executemany("INSERT OR IGNORE INTO deferred(pack) VALUES (?)",
+        cur.executemany("INSERT OR IGNORE INTO to_compress(pack) VALUES (?)",
                         [(self.pack_id(cur, n),) for n in names])
 
-    def deferred_packs(self) -> set:
-        """Names of the packs listed by :meth:`mark_deferred`."""
+    def packs_to_compress(self) -> set:
+        """Names of the packs listed by :meth:`mark_to_compress`."""
         return {row[0] for row in self._con().execute(
-            "SELECT p.name FROM deferred d JOIN packs p ON p.id = d.pack")}
+            "SELECT p.name FROM to_compress t JOIN packs p ON p.id = t.pack")}
 
-    def clear_deferred(self, cur: sqlite3.Cursor, names: Iterable[str]):
+    def clear_to_compress(self, cur: sqlite3.Cursor, names: Iterable[str]):
         """Inside ``cur``'s transaction: take packs ``names`` off the list."""
-        cur.executemany("DELETE FROM deferred WHERE pack = (SELECT id FROM packs WHERE name = ?)",
+        cur.executemany("DELETE FROM to_compress WHERE pack = (SELECT id FROM packs WHERE name = ?)",
                         [(n,) for n in names])
 
     # -- chunks -------------------------------------------------------------

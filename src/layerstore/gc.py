@@ -936,7 +936,7 @@ class LifecycleMixin:
         points at, over the bytes after the pack header) is at least
         ``threshold`` (0 to 1; 0 rewrites every pack holding a dead byte),
         and packs into which ingest wrote chunks uncompressed (the new files
-        of gzip and zstd layers: the catalog's ``deferred`` table), copying
+        of gzip and zstd layers: the catalog's ``to_compress`` table), copying
         only live entries into new packs, byte for byte but for those
         uncompressed chunks, now compressed with the store's codec; then
         delete the old packs. This process's open pack is sealed first and
@@ -983,7 +983,7 @@ class LifecycleMixin:
         self._packs.recover()  # also removes the index of a pack whose deletion was interrupted
         _n, before = self._pack_bytes_on_disk()
         live = self._live_by_pack()
-        uncompressed = self._catalog.deferred_packs()  # packs whose new chunks ingest left uncompressed
+        uncompressed = self._catalog.packs_to_compress()  # packs whose new chunks ingest left uncompressed
         chosen, considered = [], 0
         active = self._packs.active_pack_id
         for info in self._packs.packs():
@@ -1139,14 +1139,14 @@ class LifecycleMixin:
     def _switch(self, moves, chosen, compressed=frozenset()) -> List[str]:
         """One transaction: point the moved chunk rows at their copies (only
         rows still at the old place), then list the chosen packs no row
-        points at any more. Keeps the ``deferred`` list right: a retired
+        points at any more. Keeps the ``to_compress`` list right: a retired
         pack leaves it; a chosen pack still listed keeps its place (an
         ingest committed rows into it after they were copied); and copies
         made byte for byte of uncompressed chunks from a pack listed after
         ``compressed`` (the packs whose chunks the copy compressed) was read
         list their new pack."""
         with self._catalog.write() as cur:
-            listed = self._catalog.deferred_packs()
+            listed = self._catalog.packs_to_compress()
             ids: Dict[str, int] = {}
             params = []
             late = set()
@@ -1161,9 +1161,9 @@ class LifecycleMixin:
                     late.add(loc.pack_id)
             cur.executemany("UPDATE chunks SET pack = ?, offset = ?, stored_length = ?, codec = ? "
                             "WHERE digest = ? AND pack = ? AND offset = ?", params)
-            self._catalog.mark_deferred(cur, late)
+            self._catalog.mark_to_compress(cur, late)
             retire = [info.pack_id for info in chosen if not self._pack_referenced(cur, info.pack_id)]
-            self._catalog.clear_deferred(cur, [p for p in retire if p in listed])
+            self._catalog.clear_to_compress(cur, [p for p in retire if p in listed])
             return retire
 
     @staticmethod

@@ -246,7 +246,7 @@ class _Record:
     recipe: Recipe
     encoded: bytes
     new_chunks: list
-    deferred: tuple = ()  # packs holding chunks written uncompressed for repack to compress
+    to_compress: tuple = ()  # packs holding chunks written uncompressed, for repack to compress
 
 
 class _Chunks:
@@ -331,9 +331,9 @@ class _Chunks:
         rec = Recipe(size, self.refs, b"")
         rows = [(d, loc.pack_id, loc.offset, loc.stored_length, loc.raw_length, loc.codec)
                 for d, loc in self.locations().items()]
-        deferred = tuple({row[1]: None for row in rows}) if self.defer else ()
+        to_compress = tuple({row[1]: None for row in rows}) if self.defer else ()
         return _Record(digest, media_type, kind, diff_id, entries, rec,
-                       recipe.encode(size, self.refs, segments), rows, deferred)
+                       recipe.encode(size, self.refs, segments), rows, to_compress)
 
     def abandon(self):
         """After an error: wait for pending writes (no worker may still read
@@ -651,7 +651,7 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
                        for rec, _old in moves}
             for rec in records:
                 self._catalog.add_chunks(cur, rec.new_chunks, counted.get(id(rec), ()))
-                self._catalog.mark_deferred(cur, rec.deferred)
+                self._catalog.mark_to_compress(cur, rec.to_compress)
             for rec, old in moves:
                 # an upgraded raw blob's chunks lose its references; a prune
                 # deletes those that no other blob uses
