@@ -647,38 +647,7 @@ class PackWriter:
     def _append(self, digest, raw_length, cid, stored) -> PackLocation:
         """Append an already encoded entry (``stored`` as :func:`encode_chunk`
         returns it for this plaintext)."""
-        slen = len(stored)
-        body = _ENTRY_BODY.pack(ENTRY_MAGIC, cid, 0, 0, raw_length, slen, digest, _xxh3(stored))
-        head = body + _U64.pack(_xxh3(body))
-        with self._lock:
-            self._check_open()
-            offset = self._size
-            need = ENTRY_HEADER_SIZE + slen
-            fill = self._fill
-            view = self._view
-            try:
-                if slen >= self._direct or need > len(view):
-                    _pwrite_all(self._fd, [view[:fill], head, stored], self._written)
-                    self._written = offset + need
-                    self._fill = 0
-                else:
-                    if fill + need > len(view):
-                        _pwrite_all(self._fd, [view[:fill]], self._written)
-                        self._written += fill
-                        fill = 0
-                    view[fill:fill + ENTRY_HEADER_SIZE] = head
-                    view[fill + ENTRY_HEADER_SIZE:fill + need] = stored
-                    self._fill = fill + need
-            except OSError:
-                self._fail()
-                raise
-            self._size = offset + ENTRY_HEADER_SIZE + slen
-            self._records += _INDEX_RECORD.pack(digest, offset, slen, raw_length, cid)
-            self._count += 1
-            if self._written - self._early_at >= _EARLY_SYNC_BYTES and (self._early is None or self._early.done()):
-                self._early_at = self._written
-                self._early = workers.pool("sync").submit(_datasync, self._fd)
-        return PackLocation(self.pack_id, offset, slen, raw_length, cid)
+        return self._append_many([(digest, raw_length, cid, stored)])[0]
 
     def _append_many(self, encoded) -> List[PackLocation]:
         """Append already encoded entries one after the other, as

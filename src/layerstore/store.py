@@ -598,9 +598,9 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
         Decompression (isal for gzip, zstandard for zstd; both release the
         GIL) runs on a second thread and the hashing and chunking of the
         compressed bytes on a worker, overlapped with the layer scan on this
-        one. The layer's new chunks
-        are written uncompressed and their packs listed for the next repack
-        to compress, so that ingest runs at the speed of decompression.
+        one. The layer's new chunks are written uncompressed and their packs
+        listed for the next repack to compress, so that ingest runs at the
+        speed of decompression.
         """
         shared = shared if shared is not None else {}
         # gzip/zstd bytes do not compress further; they are hashed and chunked
