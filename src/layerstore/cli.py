@@ -966,8 +966,10 @@ def repack(state: State, threshold, fmt):
         return
     click.echo(f"Packs rewritten: {len(report.packs_rewritten)} of {report.packs_considered}; "
                f"written: {len(report.packs_written)}; deleted: {len(report.packs_deleted)}")
-    click.echo(f"Chunks moved: {report.chunks_moved} ({human_size(report.bytes_moved)}), "
-               f"of which compressed: {report.chunks_compressed}")
+    click.echo(f"Chunks moved: {report.chunks_moved} ({human_size(report.bytes_moved)})")
+    if report.chunks_compressed:
+        click.echo(f"Chunks compressed on the way (ingest of gzip/zstd layers had left them uncompressed): "
+                   f"{report.chunks_compressed}")
     click.echo(f"Reclaimed: {human_size(report.reclaimed_bytes)} ({human_size(report.bytes_before)} -> "
                f"{human_size(report.bytes_after)}) in {report.seconds:.1f}s")
     for problem in report.problems:
