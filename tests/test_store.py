@@ -169,6 +169,59 @@ def test_corrupt_gzip_layer_is_rejected_and_invisible(store):
     assert not store.has(sha(tar))
 
 
+@pytest.mark.parametrize("when", [1, 3, "last"])
+def test_a_failure_storing_the_compressed_bytes_fails_the_ingest_and_leaves_nothing(store, monkeypatch, when):
+    """The compressed bytes of a gzip layer are hashed and stored on a
+    worker thread: an error there (here an OSError, as from a full disk)
+    reaches the caller, as it is, whether it happens early, late or on the
+    last buffer, and nothing becomes visible."""
+    from layerstore import store as store_module
+
+    rnd = random.Random(8)
+    tar = make_tar([(f"f{i}", rnd.randbytes(300_000)) for i in range(12)])
+    blob = gzip.compress(tar, 1)
+    calls = []
+    original = store_module._RawBlob.feed
+
+    def feed(self, buf):
+        calls.append(len(buf))
+        if when != "last" and len(calls) == when:
+            raise OSError(28, "No space left on device")
+        original(self, buf)
+
+    def finish(self, expected_digest):
+        if when == "last":
+            raise OSError(28, "No space left on device")
+        return original_finish(self, expected_digest)
+
+    original_finish = store_module._RawBlob.finish
+    monkeypatch.setattr(store_module._RawBlob, "feed", feed)
+    monkeypatch.setattr(store_module._RawBlob, "finish", finish)
+    with pytest.raises(OSError, match="No space left"):
+        store.ingest(io.BytesIO(blob), media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+    assert not store.has(sha(blob)) and not store.has(sha(tar))
+    monkeypatch.undo()
+    assert store.ingest(io.BytesIO(blob)).diff_id == sha(tar)
+    assert store.read_blob(sha(blob)) == blob and store.read_blob(sha(tar)) == tar
+    assert store.verify().ok
+
+
+def test_gzip_layers_inflate_without_isal_internal_reader(store, monkeypatch):
+    """isal's C reader is reached through a private name; without it the
+    public IGzipFile is used, with the same results and errors."""
+    from isal import isal_zlib
+
+    monkeypatch.delattr(isal_zlib, "_GzipReader")
+    rnd = random.Random(9)
+    tar = make_tar([(f"f{i}", rnd.randbytes(50_000)) for i in range(5)])
+    blob = gzip.compress(tar) + gzip.compress(b"")  # a second, empty member
+    info = store.ingest(io.BytesIO(blob))
+    assert info.kind == "gzip" and info.diff_id == sha(tar)
+    assert store.read_blob(sha(blob)) == blob
+    with pytest.raises(LayerStoreError):
+        store.ingest(io.BytesIO(blob[:-25]), media_type="application/vnd.oci.image.layer.v1.tar+gzip")  # cut inside the first member
+
+
 def test_gzip_of_non_tar_without_media_type_is_a_plain_blob(store):
     blob = gzip.compress(b"just some text\n" * 1000)
     info = store.ingest(io.BytesIO(blob))
