@@ -1009,6 +1009,9 @@ def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_p
         assert all(rows[d] == 0 for d in plain_codecs)  # written as they are
         listed = {n for (n,) in catalog(s).execute("SELECT p.name FROM to_compress t JOIN packs p ON p.id = t.pack")}
         assert listed == {p.stem for p in (root / "packs").glob("*.pack")}
+        layer_bytes = sum(n for d, n in catalog(s).execute("SELECT digest, length FROM chunks") if d in plain_codecs)
+        assert layer_bytes >= sum(len(data) for _name, data in entries)  # files, and bytes after the archive's end
+        assert s.df().to_compress_bytes == layer_bytes  # not the chunks of the kept gzip/zstd stream
         before = disk_bytes(root)
 
         r = s.repack(threshold=1.0)  # nothing is dead: only the listed packs are rewritten
@@ -1026,6 +1029,7 @@ def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_p
         report = s.verify()
         assert report.ok, report.problems
         assert s.repack(threshold=1.0).packs_rewritten == ()
+        assert s.df().to_compress_bytes == 0
 
 
 def _gzip_text_layer(seed, n_small=30, big=()):

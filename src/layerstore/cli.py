@@ -890,6 +890,9 @@ def df(state: State, verbose, fmt):
         click.echo(f"Dedup ratio: {usage.dedup_ratio:.2f}x, compression ratio: {usage.compression_ratio:.2f}x")
         click.echo(f"Packs: {usage.pack_files} files, {human_size(usage.pack_bytes)} "
                    f"({human_size(usage.dead_pack_bytes)} dead); catalog: {human_size(usage.catalog_bytes)}")
+        if usage.to_compress_bytes:
+            click.echo(f"Stored uncompressed by ingest of gzip/zstd layers: {human_size(usage.to_compress_bytes)} "
+                       f"(repack compresses them)")
     if verbose:
         click.echo("")
         _table(["DIGEST", "TAGS", "SIZE", "UNIQUE", "SHARED"],

@@ -235,7 +235,9 @@ class DiskUsage:
 
     Packs: ``pack_files``, ``pack_bytes`` (packs and indexes on disk),
     ``dead_pack_bytes`` (pack bytes no catalog row points at: repack
-    reclaims them), ``catalog_bytes`` (``catalog.db`` and its WAL).
+    reclaims them), ``to_compress_bytes`` (chunks that ingest of gzip and
+    zstd layers stored uncompressed, which the next repack compresses),
+    ``catalog_bytes`` (``catalog.db`` and its WAL).
     ``per_image``: one :class:`ImageUsage` per top-level image."""
 
     images: int
@@ -255,6 +257,7 @@ class DiskUsage:
     blobs: int
     chunks: int
     per_image: Tuple[ImageUsage, ...] = ()
+    to_compress_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -1227,6 +1230,11 @@ class LifecycleMixin:
                 live_by_pack = {name: b for name, b in cur.execute(
                     "SELECT p.name, sum(? + c.stored_length) FROM chunks c JOIN packs p ON p.id = c.pack "
                     "GROUP BY c.pack", (ENTRY_HEADER_SIZE,))}
+                uncompressed = cur.execute(
+                    "SELECT c.digest, c.stored_length FROM chunks c JOIN to_compress t ON t.pack = c.pack "
+                    "WHERE c.codec = ?", (CODEC_NONE,)).fetchall()
+                streams = {d for (d,) in cur.execute("SELECT digest FROM blobs WHERE kind IN (?, ?)",
+                                                     _COMPRESSED_KINDS)}
         pack_files, pack_bytes = self._pack_bytes_on_disk()
         dead_pack = 0
         for info in self._packs.packs():
@@ -1234,6 +1242,9 @@ class LifecycleMixin:
         catalog_bytes = sum(_file_size(str(self.root / n)) for n in ("catalog.db", "catalog.db-wal"))
 
         entry = {d: ENTRY_HEADER_SIZE + slen for d, (slen, _l, _r) in chunk_rows.items()}
+        # the chunks of kept gzip/zstd streams share those packs: they do not compress
+        stream_chunks = set().union(*(recipes[d][0] for d in streams if d in recipes))
+        to_compress = sum(slen for d, slen in uncompressed if d not in stream_chunks)
         referenced = {d for d, (_s, _l, refs) in chunk_rows.items() if refs > 0}
         logical = sum(b[3] for b in g.blobs.values())
         segments = sum(seg for _c, seg, _r in recipes.values())
@@ -1301,6 +1312,7 @@ class LifecycleMixin:
             blobs=len(g.blobs),
             chunks=len(chunk_rows),
             per_image=tuple(per_image),
+            to_compress_bytes=to_compress,
         )
 
     # -- verify ---------------------------------------------------------------------------------
