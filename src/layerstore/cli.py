@@ -71,8 +71,8 @@ EXIT_CODES: Dict[int, str] = {
 
 def exit_code_for(exc: BaseException) -> int:
     """The exit code for an error (see :data:`EXIT_CODES`)."""
-    if isinstance(exc, click.UsageError):
-        return EXIT_USAGE
+    if isinstance(exc, (click.UsageError, errors.CodecMismatchError)):
+        return EXIT_USAGE  # a codec mismatch: --codec names another codec than the store's
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, BrokenPipeError):

@@ -153,6 +153,11 @@ class StoreError(LayerStoreError):
     format, or an inconsistency found while working."""
 
 
+class CodecMismatchError(StoreError, ValueError):
+    """A store was opened asking for a codec other than the one it was
+    created with (the codec of a store is fixed at creation)."""
+
+
 class BlobNotFoundError(LayerStoreError, KeyError):
     """No blob with the given digest is in the store."""
 

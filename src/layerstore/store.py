@@ -45,6 +45,7 @@ from . import chunking, mediatypes, recipe, workers
 from .catalog import Catalog
 from .errors import (
     BlobNotFoundError,
+    CodecMismatchError,
     CompressedLayerError,
     CorruptBlobError,
     DigestMismatchError,
@@ -467,7 +468,7 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
         except (ValueError, TypeError, LayerStoreError) as exc:
             raise StoreError(f"{self.root / 'catalog.db'}: bad chunking parameters in the catalog: {exc}") from None
         if codec is not None and codec != stored_codec:
-            raise StoreError(f"store {self.root} uses codec {stored_codec!r}, not {codec!r}")
+            raise CodecMismatchError(f"store {self.root} uses codec {stored_codec!r}, not {codec!r}")
         if stored_codec not in CODEC_NAMES.values():
             raise StoreError(f"store {self.root}: unknown codec {stored_codec!r}")
         self.codec = stored_codec
@@ -479,7 +480,9 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
     def open(cls, path: Union[str, os.PathLike, None] = None, *, codec: Optional[str] = None) -> "Store":
         """Open the store at ``path`` (default: :func:`default_store_path`),
         creating it if needed. ``codec`` ("lz4", "zstd" or "none") is fixed
-        when the store is created; opening with another raises StoreError."""
+        when the store is created; opening with another raises
+        CodecMismatchError (a StoreError). Raises StoreError when the
+        directory is not a usable store."""
         return cls(Path(path) if path is not None else default_store_path(), codec)
 
     def __repr__(self):
