@@ -321,10 +321,12 @@ def _encode_run(items, cid):
     if cid == CODEC_NONE:
         out = []
         for digest, data in items:
-            data = _as_bytes_like(data)
-            if len(data) > MAX_RAW_LENGTH:
-                raise ValueError(f"chunk of {len(data)} bytes exceeds the {MAX_RAW_LENGTH}-byte maximum")
-            out.append((bytes(digest), len(data), CODEC_NONE, data, False))
+            if type(data) is not memoryview or data.ndim != 1 or data.format != "B":
+                data = _as_bytes_like(data)
+            n = len(data)
+            if n > MAX_RAW_LENGTH:
+                raise ValueError(f"chunk of {n} bytes exceeds the {MAX_RAW_LENGTH}-byte maximum")
+            out.append((digest if type(digest) is bytes else bytes(digest), n, CODEC_NONE, data, False))
         return out
     out = []
     history = None  # plaintext of the open group, or None
@@ -654,39 +656,44 @@ class PackWriter:
         :meth:`_append` would one by one: ``encoded`` is ``[(digest, raw
         length, codec id, stored, ...)]`` (what :func:`_encode_run` returns).
         The headers are built outside the lock, taken once."""
+        body_of, u64, xxh3 = _ENTRY_BODY.pack, _U64.pack, _xxh3
         heads = []
-        for d, n, c, stored, *_ in encoded:
-            body = _ENTRY_BODY.pack(ENTRY_MAGIC, c, 0, 0, n, len(stored), d, _xxh3(stored))
-            heads.append(body + _U64.pack(_xxh3(body)))
+        for e in encoded:
+            stored = e[3]
+            body = body_of(ENTRY_MAGIC, e[2], 0, 0, e[1], len(stored), e[0], xxh3(stored))
+            heads.append(body + u64(xxh3(body)))
         locs = []
+        record_of, new_location = _INDEX_RECORD.pack, tuple.__new__
         with self._lock:
             self._check_open()
             pack_id, records, direct = self.pack_id, self._records, self._direct
             view, fill, size = self._view, self._fill, self._size
+            room = len(view)
             try:
-                for (d, n, c, stored, *_), head in zip(encoded, heads):
+                for e, head in zip(encoded, heads):
+                    d, n, c, stored = e[0], e[1], e[2], e[3]
                     slen = len(stored)
                     need = ENTRY_HEADER_SIZE + slen
-                    if slen >= direct or need > len(view):
+                    if slen >= direct or need > room:
                         _pwrite_all(self._fd, [view[:fill], head, stored], self._written)
                         self._written = size + need
                         fill = 0
                     else:
-                        if fill + need > len(view):
+                        if fill + need > room:
                             _pwrite_all(self._fd, [view[:fill]], self._written)
                             self._written += fill
                             fill = 0
                         view[fill:fill + ENTRY_HEADER_SIZE] = head
                         view[fill + ENTRY_HEADER_SIZE:fill + need] = stored
                         fill += need
-                    records += _INDEX_RECORD.pack(d, size, slen, n, c)
-                    locs.append(PackLocation(pack_id, size, slen, n, c))
+                    records += record_of(d, size, slen, n, c)
+                    locs.append(new_location(PackLocation, (pack_id, size, slen, n, c)))
                     size += need
-                    self._fill, self._size = fill, size
-                    self._count += 1
             except OSError:
-                self._fail()
+                self._fail()  # closes the writer: its counters no longer matter
                 raise
+            self._fill, self._size = fill, size
+            self._count += len(encoded)
             if self._written - self._early_at >= _EARLY_SYNC_BYTES and (self._early is None or self._early.done()):
                 self._early_at = self._written
                 self._early = workers.pool("sync").submit(_datasync, self._fd)
@@ -1407,7 +1414,7 @@ class PackSet:
             w = self._writer
             if w is None or w.closed:
                 w = self._writer = PackWriter.create(self.directory, self._cid, self.buffer_size)
-            if (w.size + sum(ENTRY_HEADER_SIZE + len(e[3]) for e in encoded) < self.max_pack_size
+            if (w.size + ENTRY_HEADER_SIZE * len(encoded) + sum([len(e[3]) for e in encoded]) < self.max_pack_size
                     and w.entry_count + len(encoded) < self.max_pack_entries):
                 return w._append_many(encoded)  # no rotation within them
             locs = []
