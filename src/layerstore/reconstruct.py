@@ -35,15 +35,40 @@ def _take(obj, pp, get, taken, sink):
         taken(obj, n)
 
 
-def _analyzer_failed(kind, st, a, message, offset):
-    """Raise for an analyzer's error status ``st``."""
-    msg = ffi.string(message(a)).decode("utf-8", "replace")
-    if st == lib.LS_GZ_ERR_NOMEM:
-        raise MemoryError(f"{kind} analyzer: {msg or 'out of memory'}")
-    raise CompressedLayerError(f"{kind} stream invalid at compressed offset {offset(a)}: {msg}")
+class _Analyzer:
+    """What the gzip and zstd analyzers share: their C object (``PREFIX_new``
+    and ``PREFIX_free``) and its verdict (``PREFIX_exact`` and
+    ``PREFIX_message``), and how it fails (``PREFIX_offset``)."""
+
+    def __init__(self, prefix: str, kind: str):
+        self._kind = kind
+        self._exact_of = getattr(lib, f"{prefix}_exact")
+        self._message_of = getattr(lib, f"{prefix}_message")
+        self._offset_of = getattr(lib, f"{prefix}_offset")
+        self._a = ffi.gc(getattr(lib, f"{prefix}_new")(), getattr(lib, f"{prefix}_free"))
+        if self._a == ffi.NULL:
+            raise MemoryError(f"{kind} analyzer")
+
+    @property
+    def exact(self) -> bool:
+        """True when the reconstruction data rebuilds the stream exactly."""
+        return bool(self._exact_of(self._a))
+
+    @property
+    def reason(self) -> str:
+        """Why the data cannot rebuild the stream ("" when :attr:`exact`)."""
+        return "" if self.exact else ffi.string(self._message_of(self._a)).decode("utf-8", "replace")
+
+    def _failed(self, st: int):
+        """Raise for the error status ``st`` of a run."""
+        msg = ffi.string(self._message_of(self._a)).decode("utf-8", "replace")
+        if st == lib.LS_GZ_ERR_NOMEM:
+            raise MemoryError(f"{self._kind} analyzer: {msg or 'out of memory'}")
+        offset = self._offset_of(self._a)
+        raise CompressedLayerError(f"{self._kind} stream invalid at compressed offset {offset}: {msg}")
 
 
-class GzipAnalyzer:
+class GzipAnalyzer(_Analyzer):
     """Inflate a gzip stream and record how to rebuild it.
 
     ``feed(data)`` returns the plaintext that became available (a list of
@@ -59,9 +84,7 @@ class GzipAnalyzer:
     size mismatch, truncation, bytes after the last member)."""
 
     def __init__(self, side: Callable[[bytes], None]):
-        self._a = ffi.gc(lib.ls_gzan_new(), lib.ls_gzan_free)
-        if self._a == ffi.NULL:
-            raise MemoryError("gzip analyzer")
+        super().__init__("ls_gzan", "gzip")
         self._side = side
         self._pp = ffi.new("const uint8_t **")
 
@@ -71,7 +94,7 @@ class GzipAnalyzer:
         _take(a, pp, lib.ls_gzan_plain, lib.ls_gzan_plain_taken, out.append)
         _take(a, pp, lib.ls_gzan_side, lib.ls_gzan_side_taken, self._side)
         if st < 0:
-            _analyzer_failed("gzip", st, a, lib.ls_gzan_message, lib.ls_gzan_offset)
+            self._failed(st)
         return st
 
     def feed(self, data) -> list:
@@ -102,19 +125,11 @@ class GzipAnalyzer:
         return out
 
     @property
-    def exact(self) -> bool:
-        return bool(lib.ls_gzan_exact(self._a))
-
-    @property
-    def reason(self) -> str:
-        return "" if self.exact else ffi.string(lib.ls_gzan_message(self._a)).decode("utf-8", "replace")
-
-    @property
     def members(self) -> int:
         return int(lib.ls_gzan_members(self._a))
 
 
-class ZstdAnalyzer:
+class ZstdAnalyzer(_Analyzer):
     """Parse a zstd stream and record how to rebuild it from its plaintext.
 
     :meth:`run` pulls the compressed stream and its plaintext (the layer
@@ -130,9 +145,7 @@ class ZstdAnalyzer:
     malformed or truncated stream, or a plaintext of the wrong length."""
 
     def __init__(self, side: Callable[[bytes], None], on_plain: Optional[Callable[[bytes], None]] = None):
-        self._a = ffi.gc(lib.ls_zsan_new(), lib.ls_zsan_free)
-        if self._a == ffi.NULL:
-            raise MemoryError("zstd analyzer")
+        super().__init__("ls_zsan", "zstd")
         self._side = side
         self._on_plain = on_plain
         self._pp = ffi.new("const uint8_t **")
@@ -142,7 +155,7 @@ class ZstdAnalyzer:
         st = lib.ls_zsan_run(a)
         _take(a, self._pp, lib.ls_zsan_side, lib.ls_zsan_side_taken, self._side)
         if st < 0:
-            _analyzer_failed("zstd", st, a, lib.ls_zsan_message, lib.ls_zsan_offset)
+            self._failed(st)
         return st
 
     def run(self, compressed: Iterable[bytes], plain: Iterable[bytes]):
@@ -173,14 +186,6 @@ class ZstdAnalyzer:
             if not took:
                 raise CompressedLayerError("zstd analyzer: the plaintext is longer than the stream decodes to")
             pending[st] = buf[took:]
-
-    @property
-    def exact(self) -> bool:
-        return bool(lib.ls_zsan_exact(self._a))
-
-    @property
-    def reason(self) -> str:
-        return "" if self.exact else ffi.string(lib.ls_zsan_message(self._a)).decode("utf-8", "replace")
 
     @property
     def plain_size(self) -> int:
