@@ -3,7 +3,7 @@
     python3 -m pytest bench/bench_store.py --benchmark-only
 
 Each reports MB/s in extra_info next to the oracle measured in the same run
-(hashlib.sha256 on the same bytes; zlib inflating the same gzip blob).
+(hashlib.sha256 on the same bytes; zlib inflating the same gzip blob, streamed).
 Targets (issue: packed chunk store): new layer >= 250 MB/s, already-stored
 layer >= 500 MB/s, export >= 500 MB/s, gzip layer >= 1.5x zlib inflate alone,
 peak RSS of a 1 GiB layer ingest < 128 MiB above baseline, a 10-million-chunk
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bench_scan import synthetic_layer
-from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s, scaled
+from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s, scaled, zlib_inflate_times
 from inputs import images_dir
 
 from layerstore.store import Store
@@ -128,9 +128,18 @@ def text_layer():
 def test_ingest_gzip_layer(benchmark, text_layer, store_dir):
     blob = zlib.compressobj(6, zlib.DEFLATED, 31)
     gz = blob.compress(text_layer) + blob.flush()
-    zlib_rate = mb_per_s(len(gz), best_time(lambda: zlib.decompressobj(31).decompress(gz), repeat=3))
     _ingest_into_fresh_stores(benchmark, store_dir, gz, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-    _report(benchmark, len(gz), "zlib_inflate", zlib_rate, note="MB/s of the compressed blob")
+    _report_gzip(benchmark, gz)
+
+
+def _report_gzip(benchmark, gz, **extra):
+    """Ingest of the gzip blob ``gz`` against zlib inflating it alone,
+    streamed (the oracle of the figure) and in one call (for reference)."""
+    streamed, one_call = zlib_inflate_times(gz)
+    rate = mb_per_s(len(gz), benchmark.stats.stats.min)
+    _report(benchmark, len(gz), "zlib_inflate", mb_per_s(len(gz), streamed), note="MB/s of the compressed blob",
+            zlib_inflate_one_call_mb_per_s=round(mb_per_s(len(gz), one_call), 1),
+            ratio_to_zlib_inflate_one_call=round(rate / mb_per_s(len(gz), one_call), 3), **extra)
 
 
 def _largest_gzip_layer() -> Path:
@@ -157,9 +166,8 @@ def test_ingest_real_gzip_layer(benchmark, store_dir):
     if path is None:
         pytest.skip(f"no gzip layer under {images_dir()}")
     gz = path.read_bytes()
-    zlib_rate = mb_per_s(len(gz), best_time(lambda: zlib.decompressobj(31).decompress(gz), repeat=3))
     _ingest_into_fresh_stores(benchmark, store_dir, gz, media_type="application/vnd.oci.image.layer.v1.tar+gzip")
-    _report(benchmark, len(gz), "zlib_inflate", zlib_rate, note="MB/s of the compressed blob", layer=path.name)
+    _report_gzip(benchmark, gz, layer=path.name)
 
 
 def test_dedup_on_real_images(benchmark, store_dir):
