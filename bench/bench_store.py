@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bench_scan import synthetic_layer
-from common import BENCH_DIR, CORPUS, PROJECT_ROOT, best_time, hashlib_mb_per_s, mb_per_s, scaled, zlib_inflate_times
+from common import BENCH_DIR, CORPUS, PROJECT_ROOT, hashlib_mb_per_s, mb_per_s, scaled, zlib_inflate_times
 from inputs import images_dir
 
 from layerstore.store import Store

@@ -23,6 +23,7 @@ struct ls_scanner {
     ls_cdc cdc;
     int hash_stream;
     int raw;
+    int parse_only;           /* LS_SCAN_PARSE_ONLY: content is skipped, not chunked */
     int trailing;             /* chunking the bytes after the end-of-archive marker */
     ls_sha256_ctx stream;
 
@@ -108,6 +109,11 @@ ls_scanner *ls_scan_new(uint32_t min_size, uint32_t avg_size, uint32_t max_size,
     }
     s->hash_stream = (flags & LS_SCAN_HASH_STREAM) != 0;
     s->raw = (flags & LS_SCAN_RAW) != 0;
+    s->parse_only = (flags & LS_SCAN_PARSE_ONLY) != 0;
+    if (s->raw && s->parse_only) {
+        ls_scan_free(s);
+        return NULL;
+    }
     ls_sha256_init(&s->stream);
     if (s->raw) {
         /* the whole stream is the content of one pseudo-entry */
@@ -182,6 +188,11 @@ static int on_data(ls_scanner *s, const uint8_t *p, size_t n, uint64_t offset)
         return -1;
     }
     s->entry_data_left -= n;
+    if (s->parse_only) {
+        if (s->entry_data_left == 0)
+            s->in_entry = 0;
+        return 0;
+    }
     while (n > 0) {
         int cut = 0;
         if (s->chunk_len == 0) {

@@ -22,6 +22,10 @@
  * chunk, copy (chunk.offset - position) bytes from the segment bytes; then the
  * chunk's content; after the last chunk, the rest of the segment bytes.
  *
+ * With LS_SCAN_PARSE_ONLY the tar is parsed and checked as usual but content
+ * bytes are skipped: no chunks are made (a layer kept as its compressed blob
+ * until compaction needs only its diff ID, entries and validity).
+ *
  * With LS_SCAN_RAW the stream is not parsed: all of it is content, chunked
  * and hashed as one file (any blob that is not a layer tar), with no
  * segments and no entries.
@@ -74,6 +78,8 @@ typedef struct {
 /* ls_scan_new flags */
 #define LS_SCAN_HASH_STREAM 1 /* compute the stream SHA-256 here (else the caller does) */
 #define LS_SCAN_RAW 2         /* not a tar: the whole stream is content, chunked as one file */
+#define LS_SCAN_PARSE_ONLY 4  /* a tar whose content is skipped: no chunks (entries, segments and
+                                 the stream digest as usual); not with LS_SCAN_RAW */
 
 /* min/avg/max: FastCDC parameters (bytes); flags: LS_SCAN_*. NULL on invalid
  * parameters or out of memory. */

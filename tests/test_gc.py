@@ -152,6 +152,12 @@ def reachable(store, all_=True):
     return seen
 
 
+def decompress(data: bytes) -> bytes:
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+
+
 def check_refcounts(store):
     """Recount chunk references from every blob's recipe (each chunk's bytes
     checked with hashlib against the blob read back) and compare with the
@@ -162,6 +168,10 @@ def check_refcounts(store):
         rec = recipe.decode(raw)
         data = store.read_blob(d)
         assert sha(data) == d
+        if rec.inflated:  # a layer held as its compressed bytes: they decompress to it
+            locs = store._catalog.chunk_locations(list({r.digest for r in rec.chunks}))
+            data = b"".join(store._read_chunk(r, locs[r.digest]) for r in rec.chunks)
+            assert decompress(data) == store.read_blob(d)
         for ref in rec.chunks:
             assert hashlib.sha256(data[ref.offset:ref.offset + ref.length]).digest() == ref.digest
         for c in {r.digest for r in rec.chunks}:
@@ -731,7 +741,9 @@ def test_df_against_measured_and_recounted_figures(store, tmp_path):
     seg = 0
     for d, raw in con.execute("SELECT digest, recipe FROM blobs"):
         rec = recipe.decode(raw)
-        seg += len(blobs[d]) - sum(r.length for r in rec.chunks)
+        seg += len(rec.segments)
+        if not rec.method:  # chunks and segments tile the blob
+            assert len(blobs[d]) == len(rec.segments) + sum(r.length for r in rec.chunks)
     assert u.unique_bytes == seg + sum(length for _s, length in chunk_rows.values())
     assert u.dedup_ratio == round(u.logical_bytes / u.unique_bytes, 3)
     # reclaimable = what prune(all=True) and a full repack free: measured
@@ -772,6 +784,8 @@ def test_flipped_byte_in_a_layer_is_repaired_from_its_gzip_blob(tmp_path):
     path, m, blobs = image(tmp_path, "g", [tar], gzip_layers=True)
     _load(root, [(path, f"{REPO}/g:1")])
     with Store.open(root) as s:
+        # the layer deduplicated, its gzip blob still held as its bytes
+        assert s.compact([sha(tar)]).deduplicated == [sha(tar)]
         c = _first_chunk(s, sha(tar))
         pack, off, _slen = _chunk_location(s, c)
         _flip(root, pack, off + 64 + 5)
@@ -978,10 +992,10 @@ def test_repack_reencodes_linked_chunks_whose_group_head_died(tmp_path):
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_path, compression):
-    """Ingest writes the new file chunks of a gzip or zstd layer as they
-    are and lists their packs; the next repack compresses them (linked
-    groups included) as an uncompressed layer's would have been at ingest,
-    and every blob still reads back exact."""
+    """Compact, deduplicating a gzip or zstd layer, writes its new file
+    chunks as they are and lists their packs; the next repack compresses
+    them (linked groups included) as an uncompressed layer's would have
+    been at ingest, and every blob still reads back exact."""
     rnd = random.Random(5)
     words = [b"usr", b"lib", b"share", b"python3", b"site-packages", b"__init__.py", b"\n", b" = ", b"def "]
 
@@ -1004,6 +1018,7 @@ def test_repack_compresses_the_chunks_a_compressed_layer_left_uncompressed(tmp_p
     with Store.open(root) as s:
         info = s.ingest(io.BytesIO(blob))
         assert info.diff_id == sha(layer)
+        assert s.compact([sha(layer)]).deduplicated == [sha(layer)]  # the layer only: its blob stays as it is
         rows = dict(catalog(s).execute("SELECT digest, codec FROM chunks").fetchall())
         assert set(plain_codecs) <= set(rows)
         assert all(rows[d] == 0 for d in plain_codecs)  # written as they are
@@ -1058,8 +1073,8 @@ def _compressible_left_uncompressed(store) -> int:
 
 @pytest.mark.parametrize("commit_before", ["copy", "switch"])
 def test_repack_racing_a_compressed_layer_commit_leaves_nothing_uncompressed(tmp_path, commit_before):
-    """A writer's batch fills a pack with a gzip layer's uncompressed chunks
-    (the pack is sealed mid-batch) and commits while another store handle
+    """A compaction fills a pack with a gzip layer's uncompressed chunks
+    (the pack is sealed on the way) and commits while another store handle
     repacks: before the repack copies the rows (the pack was not listed
     when the repack started) or between the copy and the switch (the pack
     keeps rows the copy did not see). Either way the next repack leaves no
@@ -1068,24 +1083,24 @@ def test_repack_racing_a_compressed_layer_commit_leaves_nothing_uncompressed(tmp
     layer1, gz1 = _gzip_text_layer(1, big=(150_000,))
     layer2, gz2 = _gzip_text_layer(2, big=(350_000,) * 6)
     writer = Store.open(root)
-    writer._packs.max_pack_size = 1 << 20  # so that a pack is sealed inside the batch
+    writer._packs.max_pack_size = 1 << 20  # so that a pack is sealed inside the compaction
     if commit_before == "switch":
         writer.ingest(io.BytesIO(gz1))
-    batch = writer.batch()
-    batch.ingest(io.BytesIO(gz2))
+        writer.compact([sha(layer1)])
+    writer.ingest(io.BytesIO(gz2))
     repacker = Store.open(root)
     step = "_copy_live" if commit_before == "copy" else "_switch"
     original = getattr(repacker, step)
+    done = []
 
     def commit_then(*args, **kwargs):
         setattr(repacker, step, original)
-        batch.commit()
+        done.append(writer.compact([sha(layer2)]))
         return original(*args, **kwargs)
 
     setattr(repacker, step, commit_then)
     repacker.repack(threshold=1.0, wait=0.5)
-    assert batch.committed is not None
-    batch.__exit__(None, None, None)
+    assert done and done[0].deduplicated == [sha(layer2)]
     writer.close()
     with repacker:
         repacker.repack(threshold=1.0)
@@ -1103,6 +1118,7 @@ def test_a_store_without_compression_does_not_defer(tmp_path):
     layer, gz = _gzip_text_layer(3)
     with Store.open(tmp_path / "s", codec="none") as s:
         s.ingest(io.BytesIO(gz))
+        assert s.compact().deduplicated == [sha(layer)]
         assert catalog(s).execute("SELECT count(*) FROM to_compress").fetchone()[0] == 0
         assert s.repack(threshold=1.0).packs_rewritten == ()
 

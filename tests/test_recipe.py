@@ -46,3 +46,22 @@ def test_damage_is_reported():
         recipe.decode(bytes(enc))
     with pytest.raises(CorruptBlobError, match="truncated"):
         recipe.decode(b"LSRC")
+
+
+@pytest.mark.parametrize("method", [recipe.METHOD_GZIP, recipe.METHOD_ZSTD])
+def test_inflated_recipe_round_trip(method):
+    """A layer held as its compressed bytes: chunks tile data_size bytes of
+    compressed stream, no segments, no source."""
+    refs, pos = [], 0
+    for i in range(50):
+        refs.append(recipe.ChunkRef(pos, 1000 + i, hashlib.sha256(bytes([i])).digest()))
+        pos += 1000 + i
+    enc = recipe.encode_inflated(123_456_789, method, refs, pos)
+    assert enc[4] == recipe.VERSION_INFLATED  # the version byte compact looks for
+    rec = recipe.decode(enc)
+    assert rec.inflated and not rec.source and rec.method == method
+    assert (rec.size, rec.data_size, rec.chunks, rec.segments) == (123_456_789, pos, refs, b"")
+    with pytest.raises(CorruptBlobError, match="tile"):
+        recipe.decode(recipe.encode_inflated(10, method, refs, pos + 1))
+    with pytest.raises(ValueError):
+        recipe.encode_inflated(10, 9, refs, pos)

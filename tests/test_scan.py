@@ -225,3 +225,44 @@ def test_bytes_after_the_end_are_chunked_not_kept():
     # segments hold only headers, padding and the end-of-archive blocks
     assert scan.segments_size <= len(body) - 5000
     assert sum(c.length for c in trailing) == len(stream) - scan.segments_size - 5000
+
+
+def _parse_only(stream, piece=7777):
+    """Entries, digest and size of a parse-only scan fed in ``piece``-byte pieces."""
+    s = LayerScanner(parse_only=True, threads=1)
+    entries = []
+    for i in range(0, len(stream), piece):
+        for batch in s.feed(stream[i:i + piece]):
+            assert not batch.chunks
+            entries += batch.entries
+    batch = s.finish()
+    assert not batch.chunks
+    return entries + list(batch.entries), s.digest, s.size
+
+
+def test_parse_only_scan_matches_tarfile_on_the_corpus_archives():
+    """A compressed layer's ingest parses its tar without chunking it: the
+    same entries (tarfile as the oracle) and digest as a full scan."""
+    for path in sorted(corpus_path("tars").glob("*.tar")):
+        stream = path.read_bytes()
+        entries, digest, size = _parse_only(stream)
+        assert digest == "sha256:" + hashlib.sha256(stream).hexdigest(), path.name
+        assert size == len(stream)
+        with tarfile.open(path) as tf:
+            members = tf.getmembers()
+        assert [e.name.rstrip("/") for e in entries] == [m.name for m in members], path.name
+        assert [e.size for e in entries] == [m.size for m in members], path.name
+
+
+@pytest.mark.parametrize("cut", [1, 100, 512, 700, 1024, 1535, 1537, -1024, -1])
+def test_parse_only_scan_rejects_truncated_layers(cut):
+    stream = make_tar([("a", b"a" * 1000), ("b", b"b" * 3000)], fmt=tarfile.USTAR_FORMAT)
+    body = stream[: (512 + 1024) + (512 + 3072)]
+    with pytest.raises(TarFormatError) as exc:
+        _parse_only(body[:cut], piece=300)
+    assert exc.value.offset is not None
+
+
+def test_parse_only_and_raw_do_not_mix():
+    with pytest.raises(ValueError):
+        LayerScanner(raw=True, parse_only=True)

@@ -138,7 +138,8 @@ def test_compressed_layer_keeps_blob_and_dedups_content(tmp_path, compression):
     import zstandard
 
     rnd = random.Random(9)
-    tar = make_tar([(f"f{i}", rnd.randbytes(rnd.randrange(1, 200_000))) for i in range(10)])
+    files = {f"f{i}": rnd.randbytes(rnd.randrange(1, 200_000)) for i in range(10)}
+    tar = make_tar(list(files.items()))
     blob = gzip.compress(tar, 6) if compression == "gzip" else zstandard.ZstdCompressor(level=3).compress(tar)
     media = f"application/vnd.oci.image.layer.v1.tar+{compression}"
     root = tmp_path / "s"
@@ -147,9 +148,18 @@ def test_compressed_layer_keeps_blob_and_dedups_content(tmp_path, compression):
         assert info.kind == compression and info.diff_id == sha(tar) and info.entries == 10
         assert store.read_blob(info.digest) == blob
         assert store.read_blob(info.diff_id) == tar
+        layer = store.layer_info(info.diff_id)
+        assert not layer.deduplicated and layer.content_bytes == len(blob)  # held as the compressed bytes
+        # the same layer given uncompressed is deduplicated on the way
+        assert store.ingest(io.BytesIO(tar)).digest == info.diff_id
+        layer = store.layer_info(info.diff_id)
+        assert layer.deduplicated and layer.entries == 10
+        # its file contents, and the zero blocks after the end-of-archive marker
+        assert 0 <= layer.content_bytes - sum(len(data) for data in files.values()) < 10240
+        assert store.read_blob(info.diff_id) == tar
         store._packs.flush()
         before = pack_bytes(root)
-        # the same layer uncompressed: already stored, adds no pack bytes
+        # and again: its files are stored, so it adds no pack bytes
         assert store.ingest(io.BytesIO(tar)).digest == info.diff_id
         store._packs.flush()
         assert pack_bytes(root) == before

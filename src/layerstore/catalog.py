@@ -31,6 +31,7 @@ import weakref
 from contextlib import contextmanager
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
+from . import recipe as recipe_codec
 from .errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -336,12 +337,19 @@ class Catalog:
 
     def upgrade_raw_blob(self, cur, digest, media_type, kind, diff_id, entries, recipe) -> Optional[bytes]:
         """Turn a blob stored as raw chunks into a layer (or compressed
-        layer) blob: its row takes the new media type (None: the kind's
-        default), kind, diff ID, entry count and recipe. Returns the old
-        recipe, whose chunk references the caller drops; None (nothing
-        changed) when the blob is absent or not raw."""
+        layer) blob, or a layer held as its compressed bytes (an inflated
+        recipe) into a deduplicated layer (``recipe`` a plain layer recipe):
+        its row takes the new media type (None: the kind's default), kind,
+        diff ID, entry count and recipe. Returns the old recipe, whose chunk
+        references the caller drops; None (nothing changed) when the blob is
+        absent or neither."""
         row = cur.execute("SELECT kind, recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
-        if row is None or row[0] != "raw":
+        if row is None:
+            return None
+        # recipe.py: the version byte follows the 4-byte magic
+        inflated_to_plain = (row[0] == kind == "layer" and bytes(row[1][4:5]) == bytes([recipe_codec.VERSION_INFLATED])
+                             and bytes(recipe[4:5]) == bytes([recipe_codec.VERSION]))
+        if row[0] != "raw" and not inflated_to_plain:
             return None
         cur.execute(
             "UPDATE blobs SET media_type = ?, kind = ?, diff_id = ?, entries = ?, recipe = ? "

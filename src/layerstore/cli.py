@@ -891,7 +891,7 @@ def df(state: State, verbose, fmt):
         click.echo(f"Packs: {usage.pack_files} files, {human_size(usage.pack_bytes)} "
                    f"({human_size(usage.dead_pack_bytes)} dead); catalog: {human_size(usage.catalog_bytes)}")
         if usage.to_compress_bytes:
-            click.echo(f"Stored uncompressed by ingest of gzip/zstd layers: {human_size(usage.to_compress_bytes)} "
+            click.echo(f"Stored uncompressed by compact of gzip/zstd layers: {human_size(usage.to_compress_bytes)} "
                        f"(repack compresses them)")
     if verbose:
         click.echo("")
@@ -971,7 +971,7 @@ def repack(state: State, threshold, fmt):
                f"written: {len(report.packs_written)}; deleted: {len(report.packs_deleted)}")
     click.echo(f"Chunks moved: {report.chunks_moved} ({human_size(report.bytes_moved)})")
     if report.chunks_compressed:
-        click.echo(f"Chunks compressed on the way (ingest of gzip/zstd layers had left them uncompressed): "
+        click.echo(f"Chunks compressed on the way (compact of gzip/zstd layers had left them uncompressed): "
                    f"{report.chunks_compressed}")
     click.echo(f"Reclaimed: {human_size(report.reclaimed_bytes)} ({human_size(report.bytes_before)} -> "
                f"{human_size(report.bytes_after)}) in {report.seconds:.1f}s")
@@ -985,12 +985,13 @@ def repack(state: State, threshold, fmt):
 @_format_option
 @pass_state
 def compact(state: State, fmt):
-    """Hold compressed layers once: keep reconstruction data, not the bytes.
+    """Deduplicate compressed layers and hold them once.
 
-    A gzip or zstd layer blob is kept beside its uncompressed layer when it
-    is ingested. compact re-stores each such blob as the small data that
-    rebuilds it bit-exactly from the layer, proving each by rebuilding it
-    before the swap. prune then repack give the space back to the disk.
+    A gzip or zstd layer is ingested as its compressed bytes. compact first
+    deduplicates each such layer's files against the rest of the store,
+    then re-stores the compressed blob as the small data that rebuilds it
+    bit-exactly from the layer, proving each by rebuilding it before the
+    swap. prune then repack give the space back to the disk.
 
     \b
     Example:
@@ -1002,9 +1003,12 @@ def compact(state: State, fmt):
     if state.fmt(fmt) == "json":
         _print_json(report)
         return
-    if not report.examined and not report.skipped:
+    if not report.examined and not report.skipped and not report.deduplicated:
         click.echo("Nothing to compact: no gzip or zstd layer blob is held as its compressed bytes.")
         return
+    if report.deduplicated:
+        click.echo(f"Layers deduplicated: {len(report.deduplicated)} ({human_size(report.layer_bytes)} of tar, "
+                   f"{human_size(report.content_bytes_written)} of new file content written)")
     click.echo(f"Compressed blobs rebuilt from their layer: {len(report.rebuilt)} of {report.examined} "
                f"({human_size(report.blob_bytes)} now held as {human_size(report.data_bytes)} of reconstruction data)")
     for digest, why in report.skipped:

@@ -1,11 +1,20 @@
-"""Compaction: gzip and zstd layer blobs kept as compressed bytes are
-re-stored as reconstruction data against their uncompressed layer
-(``reconstruct``), so the store holds the layer's file contents once
-instead of twice.
+"""Compaction, in two passes.
 
-Ingest keeps a compressed blob's bytes (as content-defined chunks) beside
-its layer, because it runs at the speed of decompressing. :meth:`Store.compact`
-(CompactMixin) then goes over those blobs, each in one pass: the stored blob
+1. Layers still held as the compressed blob they were ingested from (an
+   inflated recipe: ingest keeps only the compressed bytes, so that it runs
+   at the speed of decompressing) are deduplicated: each is read back
+   (decompressed and verified against its diff ID), scanned like an
+   uncompressed layer, its new file-content chunks written (compressed with
+   the store's codec), and one transaction swaps its recipe for the layer
+   recipe, adding references to its chunks and dropping those to the
+   compressed bytes.
+
+2. gzip and zstd layer blobs kept as compressed bytes are re-stored as
+   reconstruction data against their (now deduplicated) layer
+   (``reconstruct``), so the store holds the layer's file contents once
+   instead of twice.
+
+In pass 2, :meth:`Store.compact` (CompactMixin) goes over those blobs, each in one pass: the stored blob
 is read back (verified) and analyzed (gzip: inflated by the analyzer; zstd:
 parsed beside the stored layer's bytes), and its reconstruction data is
 written to packs and, at the same time, rebuilt against the plaintext. The new form is committed only when the plaintext hashes to the
@@ -49,8 +58,14 @@ class CompactReport:
     compressed bytes that were looked at; ``rebuilt``: digests now held as
     reconstruction data; ``blob_bytes``: their total size; ``data_bytes``:
     the reconstruction data written for them; ``skipped``: (digest, reason)
-    for the blobs left as they were."""
+    for the blobs left as they were. ``deduplicated``: diff IDs of the layers
+    deduplicated in pass 1 (module docstring); ``layer_bytes``: their total
+    size; ``content_bytes_written``: bytes of new file content written for
+    them (before compression)."""
 
+    deduplicated: List[str] = field(default_factory=list)
+    layer_bytes: int = 0
+    content_bytes_written: int = 0
     examined: int = 0
     rebuilt: List[str] = field(default_factory=list)
     blob_bytes: int = 0
@@ -106,6 +121,12 @@ class _Proof:
         return self.rebuilder.wants is None and "sha256:" + self._rebuilt.hexdigest() == digest
 
 
+def _pool(jobs: int) -> ThreadPoolExecutor:
+    """Threads for ``jobs`` compaction jobs: one per core, at most _MAX_THREADS."""
+    return ThreadPoolExecutor(max(1, min(jobs, os.cpu_count() or 1, _MAX_THREADS)),
+                              thread_name_prefix="layerstore-compact")
+
+
 class CompactMixin:
     """:meth:`compact` for :class:`layerstore.store.Store`."""
 
@@ -126,7 +147,14 @@ class CompactMixin:
         with self._catalog.read() as cur:
             rows = cur.execute("SELECT digest, kind, diff_id, recipe FROM blobs WHERE kind IN ('gzip', 'zstd') "
                                "ORDER BY digest").fetchall()
+            # the version byte of the recipe header (recipe.py) tells an inflated one
+            inflated = cur.execute("SELECT digest, recipe FROM blobs WHERE kind = 'layer' AND substr(recipe, 5, 1) = ? "
+                                   "ORDER BY digest", (bytes([recipe_codec.VERSION_INFLATED]),)).fetchall()
         wanted = set(digests) if digests is not None else None
+        if wanted is not None:
+            layers = wanted | {diff_id for digest, _k, diff_id, _r in rows if digest in wanted}
+            inflated = [row for row in inflated if row[0] in layers]
+        self._deduplicate_layers(inflated, report)
         jobs = []
         for digest, kind, diff_id, raw in rows:
             if wanted is not None and digest not in wanted:
@@ -148,8 +176,7 @@ class CompactMixin:
 
         # The analyzers and rebuilders run in C without the GIL: one blob
         # per core at a time.
-        threads = max(1, min(len(jobs), os.cpu_count() or 1, _MAX_THREADS))
-        with ThreadPoolExecutor(threads, thread_name_prefix="layerstore-compact") as pool:
+        with _pool(len(jobs)) as pool:
             for (digest, *_), (why, blob_bytes, data_bytes) in zip(jobs, pool.map(one, jobs)):
                 if why:
                     report.skipped.append((digest, why))
@@ -159,14 +186,61 @@ class CompactMixin:
                     report.data_bytes += data_bytes
         return report
 
+    def _deduplicate_layers(self, rows, report: CompactReport):
+        """Pass 1 (module docstring) over ``rows`` of (diff ID, inflated
+        recipe), one layer per core at a time (decompression, scanning and
+        hashing run without the GIL). A layer that fails is left as it was,
+        in ``report.skipped``."""
+
+        def one(row):
+            try:
+                return self._deduplicate_layer(*row)
+            except LayerStoreError as exc:
+                return str(exc), 0, 0
+
+        with _pool(len(rows)) as pool:
+            for (digest, _raw), (why, size, written) in zip(rows, pool.map(one, rows)):
+                if why:
+                    report.skipped.append((digest, why))
+                else:
+                    report.deduplicated.append(digest)
+                    report.layer_bytes += size
+                    report.content_bytes_written += written
+
+    def _deduplicate_layer(self, digest, old_raw) -> Tuple[Optional[str], int, int]:
+        """Deduplicate one layer held as an inflated recipe: (why it was left
+        as it was or None, layer bytes, new content bytes written)."""
+        from .store import _abandon_on_error, _LayerBlob
+
+        with self._lease():
+            # its new chunks are written as they are, their packs listed for
+            # the repack that follows compact and prune (which rewrites those
+            # packs anyway, for the compressed bytes compact lets go of)
+            layer = _LayerBlob(self, defer=self._packs.codec != "none")
+            with _abandon_on_error(layer):
+                with self.open_blob(digest) as f:  # checks the diff ID at the end
+                    for buf in iter(lambda: f.read(_READ), b""):
+                        layer.feed(buf)
+                layer.finish(digest)
+                rec = layer.record(digest, None)
+            if not self._swap_recipe(digest, old_raw, rec.encoded, rec.new_chunks, rec.recipe.chunks, rec.to_compress):
+                layer.chunks.abandon()
+                return "it changed while being deduplicated", 0, 0
+            return None, rec.recipe.size, sum(row[4] for row in rec.new_chunks)
+
     def _compact_one(self, digest, kind, diff_id, old_raw) -> Tuple[Optional[str], int, int]:
         """Compact one blob: (why it was skipped or None, blob bytes,
         reconstruction data bytes)."""
         from .store import KIND_LAYER, _abandon_on_error, _RawBlob
 
         with self._lease():
-            if not diff_id or self._live_kind(diff_id) != KIND_LAYER:
+            layer = self._catalog.get_blob(diff_id) if diff_id and self._live_kind(diff_id) else None
+            if layer is None or layer[3] != KIND_LAYER:
                 return f"its diff ID {diff_id} is not stored as a layer", 0, 0
+            if bytes(layer[6][4:5]) == bytes([recipe_codec.VERSION_INFLATED]):
+                # a rebuilt blob is read through its layer: never through one
+                # that is read through a compressed blob
+                return f"its layer {diff_id} is not deduplicated yet", 0, 0
             side = _RawBlob(self, compress=False)  # range-coded: does not compress further
             proof = _Proof(kind)
 
@@ -205,15 +279,17 @@ class CompactMixin:
                 return "it changed while being compacted", 0, 0
             return None, proof.size, side.size
 
-    def _swap_recipe(self, digest, old_raw, new_raw, new_rows, new_refs) -> bool:
+    def _swap_recipe(self, digest, old_raw, new_raw, new_rows, new_refs, to_compress=()) -> bool:
         """One transaction: the blob's recipe ``old_raw`` becomes ``new_raw``;
-        references move from the old recipe's chunks to ``new_refs``."""
+        references move from the old recipe's chunks to ``new_refs``; the
+        packs ``to_compress`` are listed for repack."""
         self._packs.flush(sync=True)
         with self._catalog.write() as cur:
             row = cur.execute("SELECT recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
             if row is None or row[0] != old_raw:
                 return False
             self._catalog.add_chunks(cur, new_rows)
+            self._catalog.mark_to_compress(cur, to_compress)
             cur.execute("UPDATE blobs SET recipe = ? WHERE digest = ?", (new_raw, digest))
             self._move_refs(cur, digest, new_refs, old_raw, "compaction")
         return True

@@ -172,7 +172,7 @@ class RepackReport:
     new packs; ``packs_deleted``: ids of the packs deleted (a pack left over
     by an interrupted repack is deleted without being rewritten);
     ``chunks_moved`` and ``bytes_moved`` (entry bytes before the move,
-    headers included); ``chunks_compressed``: moved chunks that ingest had
+    headers included); ``chunks_compressed``: moved chunks that compact had
     left uncompressed and that are now compressed; ``bytes_before``/``bytes_after``: bytes on disk of every pack
     file and index, measured before and after; ``reclaimed_bytes``:
     their difference; ``seconds``: wall time; ``deferred``: True when
@@ -235,8 +235,9 @@ class DiskUsage:
 
     Packs: ``pack_files``, ``pack_bytes`` (packs and indexes on disk),
     ``dead_pack_bytes`` (pack bytes no catalog row points at: repack
-    reclaims them), ``to_compress_bytes`` (chunks that ingest of gzip and
-    zstd layers stored uncompressed, which the next repack compresses),
+    reclaims them), ``to_compress_bytes`` (chunks that compact, deduplicating
+    gzip and zstd layers, stored uncompressed, which the next repack
+    compresses),
     ``catalog_bytes`` (``catalog.db`` and its WAL).
     ``per_image``: one :class:`ImageUsage` per top-level image."""
 
@@ -938,7 +939,7 @@ class LifecycleMixin:
         """Rewrite packs whose dead fraction (bytes no catalog chunk row
         points at, over the bytes after the pack header) is at least
         ``threshold`` (0 to 1; 0 rewrites every pack holding a dead byte),
-        and packs into which ingest wrote chunks uncompressed (the new files
+        and packs into which compact wrote chunks uncompressed (the new files
         of gzip and zstd layers: the catalog's ``to_compress`` table), copying
         only live entries into new packs, byte for byte but for those
         uncompressed chunks, now compressed with the store's codec; then

@@ -23,6 +23,13 @@ makes of that data and the layer's bytes. Payload ``<Q I Q B 32s>`` = blob
 size, chunk count, data size, method (1 = gzip, reconstruction data of
 ``csrc/gzre.c`` version 1; 2 = zstd, ``csrc/zstre.c`` version 1), the
 source's SHA-256; then the chunk records.
+
+An *inflated* recipe (version 3) describes a layer held as the compressed
+blob it was ingested from, not yet deduplicated (``Store.compact`` turns it
+into a version 1 recipe): its chunks tile the compressed bytes (``data_size``
+bytes, no segments) and the layer is what decompressing them gives. Payload
+``<Q I Q B>`` = layer size, chunk count, compressed size, method (1 = gzip,
+RFC 1952; 2 = zstd, RFC 8878); then the chunk records.
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ from .errors import CorruptBlobError
 MAGIC = b"LSRC"
 VERSION = 1
 VERSION_REBUILT = 2
+VERSION_INFLATED = 3
 METHOD_GZIP = 1
 METHOD_ZSTD = 2
 METHOD_KINDS = {METHOD_GZIP: "gzip", METHOD_ZSTD: "zstd"}
@@ -44,6 +52,7 @@ _CODEC_ZSTD = 1
 _HEADER = struct.Struct("<4sBB2xQQ")
 _HEAD = struct.Struct("<QIQ")
 _REBUILT = struct.Struct("<B32s")
+_INFLATED = struct.Struct("<B")
 _REF = struct.Struct("<QI32s")
 
 
@@ -63,7 +72,9 @@ class Recipe(NamedTuple):
     A rebuilt recipe also has ``source`` (the diff ID of the layer the blob
     is rebuilt from; "" otherwise), ``method`` (METHOD_GZIP) and
     ``data_size``: its chunks tile that many bytes of reconstruction data,
-    not the blob."""
+    not the blob. An inflated recipe has ``method`` and ``data_size`` but no
+    ``source``: its chunks tile the compressed bytes the blob (a layer)
+    decompresses from."""
 
     size: int
     chunks: List[ChunkRef]
@@ -76,7 +87,12 @@ class Recipe(NamedTuple):
     def extent(self) -> int:
         """Bytes the chunks and segments tile: the blob, or for a rebuilt
         recipe its reconstruction data."""
-        return self.data_size if self.source else self.size
+        return self.data_size if self.method else self.size
+
+    @property
+    def inflated(self) -> bool:
+        """True for an inflated recipe: the blob is its chunks decompressed."""
+        return bool(self.method) and not self.source
 
     def pieces(self) -> Iterator[Tuple[bytes, ChunkRef]]:
         """Walk the blob in order: yields ``(segment_bytes, None)`` for verbatim
@@ -130,6 +146,16 @@ def encode_rebuilt(size: int, source: str, method: int, chunks: Sequence[ChunkRe
     return _seal(VERSION_REBUILT, head, chunks, (), 0)
 
 
+def encode_inflated(size: int, method: int, chunks: Sequence[ChunkRef], data_size: int) -> bytes:
+    """Encode an inflated recipe (module docstring): layer ``size``, the
+    compression ``method`` and the chunks tiling ``data_size`` bytes of
+    compressed stream."""
+    if method not in METHOD_KINDS:
+        raise ValueError(f"unknown compression method {method}")
+    head = _HEAD.pack(size, len(chunks), data_size) + _INFLATED.pack(method)
+    return _seal(VERSION_INFLATED, head, chunks, (), 0)
+
+
 def _seal(version, head: bytes, chunks, segments, seg_len) -> bytes:
     z = zstandard.ZstdCompressor(level=3).compressobj()
     out = [z.compress(head)]
@@ -160,8 +186,8 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
     if len(data) < _HEADER.size:
         raise CorruptBlobError(f"{what}: truncated ({len(data)} bytes)")
     magic, version, codec, checksum, raw_len = _HEADER.unpack_from(data)
-    if magic != MAGIC or version not in (VERSION, VERSION_REBUILT) or codec != _CODEC_ZSTD:
-        raise CorruptBlobError(f"{what}: not a version {VERSION} or {VERSION_REBUILT} recipe")
+    if magic != MAGIC or version not in (VERSION, VERSION_REBUILT, VERSION_INFLATED) or codec != _CODEC_ZSTD:
+        raise CorruptBlobError(f"{what}: not a version {VERSION}, {VERSION_REBUILT} or {VERSION_INFLATED} recipe")
     stored = memoryview(data)[_HEADER.size:]
     if xxhash.xxh3_64_intdigest(stored) != checksum:
         raise CorruptBlobError(f"{what}: checksum mismatch")
@@ -181,6 +207,15 @@ def decode(data: bytes, what: str = "recipe") -> Recipe:
             raise CorruptBlobError(f"{what}: unknown reconstruction method {method}")
         start += _REBUILT.size
         extra = dict(source="sha256:" + source.hex(), method=method, data_size=seg_len)
+        seg_len = 0
+    elif version == VERSION_INFLATED:
+        if raw_len < start + _INFLATED.size:
+            raise CorruptBlobError(f"{what}: payload length mismatch")
+        (method,) = _INFLATED.unpack_from(payload, start)
+        if method not in METHOD_KINDS:
+            raise CorruptBlobError(f"{what}: unknown compression method {method}")
+        start += _INFLATED.size
+        extra = dict(method=method, data_size=seg_len)
         seg_len = 0
     refs_end = start + count * _REF.size
     if refs_end + seg_len != raw_len:

@@ -223,6 +223,9 @@ class LayerScanner:
             everything on the caller's thread. Default: 2 when the machine
             has two or more CPUs.
         raw: chunk the stream as one file instead of parsing it as a tar.
+        parse_only: parse and check the tar, count its entries and digest
+            it, but skip its content: batches carry no chunks (a layer kept
+            as its compressed blob until compaction). Not with ``raw``.
 
     Raises:
         ChunkingError: invalid chunking parameters.
@@ -237,12 +240,16 @@ class LayerScanner:
         max_size: int = chunking.DEFAULT_MAX_SIZE,
         threads: Optional[int] = None,
         raw: bool = False,
+        parse_only: bool = False,
     ):
         chunking.check_parameters(min_size, avg_size, max_size)
+        if raw and parse_only:
+            raise ValueError("a raw scan has nothing to parse")
         if threads is None:
             threads = 2 if (os.cpu_count() or 1) >= 2 else 1
         self._hasher = Sha256() if threads >= 2 else None
         flags = (0 if self._hasher else lib.LS_SCAN_HASH_STREAM) | (lib.LS_SCAN_RAW if raw else 0)
+        flags |= lib.LS_SCAN_PARSE_ONLY if parse_only else 0
         ptr = lib.ls_scan_new(min_size, avg_size, max_size, flags)
         if ptr == ffi.NULL:
             raise MemoryError("cannot allocate a layer scanner")

@@ -127,7 +127,10 @@ class LayerInfo:
     references; ``unique_chunks``: distinct chunks; ``stored_bytes``: bytes
     in packs of its distinct chunks (after compression) plus the encoded
     recipe; ``shared_chunks``: distinct chunks also referenced by other
-    blobs; ``shared_bytes``: their raw size."""
+    blobs; ``shared_bytes``: their raw size. ``deduplicated`` is False for a
+    layer still held as the compressed blob it was ingested from (until
+    :meth:`Store.compact`): its chunks are then that blob's, and
+    ``content_bytes`` counts compressed bytes."""
 
     diff_id: str
     entries: int
@@ -139,6 +142,7 @@ class LayerInfo:
     recipe_bytes: int
     shared_chunks: int
     shared_bytes: int
+    deduplicated: bool = True
 
 
 class _Source:
@@ -592,38 +596,47 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
 
     def _prepare_compressed(self, src, kind, expected_digest, media_type, shared) -> List[_Record]:
         """A gzip or zstd layer. Two records are committed together: the
-        uncompressed layer under its diff ID (a recipe over deduplicated
-        file-content chunks), and the compressed blob itself, whose bytes are
-        kept as content-defined chunks so it comes back byte-exact (deflate
-        and zstd encoders differ between tools and versions, so recompressing
-        cannot be trusted to give the same bytes; see docs/design.md).
+        compressed blob, whose bytes are kept as content-defined chunks so
+        it comes back byte-exact (deflate and zstd encoders differ between
+        tools and versions, so recompressing cannot be trusted to give the
+        same bytes; see docs/design.md), and the uncompressed layer under
+        its diff ID, held as an inflated recipe over those same chunks: its
+        bytes are the blob's, decompressed. :meth:`compact` later
+        deduplicates its file contents (and, where it proves recompression
+        exact, drops the compressed bytes); until then the store holds the
+        compressed bytes once, as it received them.
 
         Decompression (isal for gzip, zstandard for zstd; both release the
         GIL) runs on a second thread and the hashing and chunking of the
-        compressed bytes on a worker, overlapped with the layer scan on this
-        one. The layer's new chunks are written uncompressed and their packs
-        listed for the next repack to compress, so that ingest runs at the
-        speed of decompression.
+        compressed bytes on a worker, overlapped with the tar parse (which
+        checks the layer, counts its entries and digests it) on this one.
         """
         shared = shared if shared is not None else {}
         # gzip/zstd bytes do not compress further; they are hashed and chunked
         # on a worker, off the decompressing thread, which is the longest one
         raw = _RawBlob(self, shared, compress=False, threads=1)
-        layer = _LayerBlob(self, shared, defer=self._packs.codec != "none")
-        with _abandon_on_error(raw), _abandon_on_error(layer):
+        scanner = LayerScanner(*self.chunk_params, parse_only=True)
+        entries = 0
+        with _abandon_on_error(raw):
             tee = workers.InOrder(raw.feed)
             pipe = Decompressor(src.buffers(), kind, tee.submit)
             try:
                 for buf in pipe:
-                    layer.feed(buf)
-                diff_id = layer.finish(None)
+                    for batch in scanner.feed(buf):
+                        entries += len(batch.entries)
+                entries += len(scanner.finish().entries)
             finally:
                 pipe.close()
                 error = tee.close()
             if error is not None:
                 raise error
             digest = raw.finish(expected_digest)
-            return [layer.record(diff_id, None), raw.record(digest, media_type, kind, diff_id, layer.entries)]
+            blob = raw.record(digest, media_type, kind, scanner.digest, entries)
+            method = recipe.METHOD_GZIP if kind == KIND_GZIP else recipe.METHOD_ZSTD
+            layer = _Record(scanner.digest, None, KIND_LAYER, scanner.digest, entries,
+                            Recipe(scanner.size, blob.recipe.chunks, b"", method=method, data_size=raw.size),
+                            recipe.encode_inflated(scanner.size, method, blob.recipe.chunks, raw.size), [])
+            return [layer, blob]
 
     def _commit(self, records, extra=None) -> List[BlobInfo]:
         """Make blobs visible: flush and fsync this process's pack, then one
@@ -720,6 +733,8 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
             raise
         if rec.source:
             return _RebuiltReader(self, digest, rec, lease)
+        if rec.inflated:
+            return _InflatedReader(self, digest, rec, lease)
         return BlobReader(self, digest, rec, lease)
 
     def read_blob(self, digest: str) -> bytes:
@@ -748,6 +763,7 @@ class Store(LifecycleMixin, ImagesMixin, CompactMixin):
             recipe_bytes=len(row[6]),
             shared_chunks=len(shared),
             shared_bytes=sum(n for _, n in shared),
+            deduplicated=not rec.inflated,
         )
 
     def _chunk_refs(self, digests):
@@ -909,8 +925,10 @@ class BlobReader(io.RawIOBase):
         return True
 
     def close(self):
-        """Close the reader and end its lease (gc.py)."""
+        """Close the reader (stopping the reads and decompression it runs
+        ahead) and end its lease (gc.py)."""
         try:
+            self._pieces.close()
             super().close()
         finally:
             if self._lease is not None:
@@ -1032,6 +1050,23 @@ class BlobReader(io.RawIOBase):
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
+
+
+class _InflatedReader(BlobReader):
+    """Reader of a layer held as the compressed blob it was ingested from
+    (an inflated recipe): the compressed bytes (from the recipe's chunks,
+    each verified) are decompressed on a worker thread, and the layer's
+    digest (its diff ID) is checked at the end like any blob's."""
+
+    def _blocks(self, size=_READ_SIZE):
+        kind = recipe.METHOD_KINDS[self._rec.method]
+        pipe = Decompressor(BlobReader._blocks(self, size), kind, lambda _buf: None)
+        try:
+            yield from pipe
+        except CompressedLayerError as exc:
+            raise CorruptBlobError(f"blob {self._digest}: its stored {kind} stream does not decompress: {exc}") from None
+        finally:
+            pipe.close()
 
 
 class _RebuiltReader(BlobReader):
