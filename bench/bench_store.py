@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bench_scan import synthetic_layer
-from common import BENCH_DIR, CORPUS, PROJECT_ROOT, hashlib_mb_per_s, mb_per_s, scaled, zlib_inflate_times
+from common import BENCH_DIR, PROJECT_ROOT, hashlib_mb_per_s, mb_per_s, scaled, zlib_inflate_times
 from inputs import images_dir
 
 from layerstore.store import Store
@@ -172,11 +172,12 @@ def test_ingest_real_gzip_layer(benchmark, store_dir):
 
 def test_dedup_on_real_images(benchmark, store_dir):
     """Logical bytes loaded vs physical bytes on disk (packs, indexes,
-    catalog) for every real image (OCI layouts and docker-archives), after
-    loading and again after ``compact`` + ``prune`` + ``repack``, which hold
-    the gzip and zstd layer blobs as reconstruction data against their
-    layers."""
-    images = CORPUS / "images"
+    catalog) for every real image (OCI layouts and docker-archives) of the
+    images folder (``LAYERSTORE_BENCH_IMAGES``), after loading (gzip and
+    zstd layers held as they came) and again after ``compact`` + ``prune`` +
+    ``repack``, which deduplicate those layers' files and hold their blobs as
+    reconstruction data against them."""
+    images = images_dir()
     if not images.exists():
         pytest.skip(f"corpus not found at {images}")
 
@@ -220,6 +221,7 @@ def test_dedup_on_real_images(benchmark, store_dir):
         distinct_file_content_bytes=distinct,
         gzip_blob_bytes=kept["gzip"],
         zstd_blob_bytes=kept["zstd"],
+        layers_deduplicated_by_compact=len(report.deduplicated),
         compressed_blobs_rebuilt=len(report.rebuilt),
         reconstruction_data_bytes=report.data_bytes,
         physical_below_distinct_contents=after < distinct,

@@ -150,7 +150,11 @@ def test_compressed_layer_keeps_blob_and_dedups_content(tmp_path, compression):
         assert store.read_blob(info.diff_id) == tar
         layer = store.layer_info(info.diff_id)
         assert not layer.deduplicated and layer.content_bytes == len(blob)  # held as the compressed bytes
-        # the same layer given uncompressed is deduplicated on the way
+        # given uncompressed under its digest: stored already, a no-op
+        assert store.ingest(io.BytesIO(tar), expected_digest=info.diff_id).digest == info.diff_id
+        assert not store.layer_info(info.diff_id).deduplicated
+        # given uncompressed, its digest not known in advance: scanned, so
+        # deduplicated on the way
         assert store.ingest(io.BytesIO(tar)).digest == info.diff_id
         layer = store.layer_info(info.diff_id)
         assert layer.deduplicated and layer.entries == 10

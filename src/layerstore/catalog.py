@@ -16,9 +16,9 @@ Tables (the schema is documented in ``docs/format.md``, "Catalog"):
               and opening the store reads nothing per chunk.
 ``blobs``     every blob by digest: size, media type, kind, recipe.
 ``to_compress``
-              packs holding chunks that ingest wrote uncompressed (the new
-              file content of compressed layers), which the next repack
-              compresses.
+              packs holding chunks that compact wrote uncompressed (the new
+              file content of the compressed layers it deduplicated), which
+              the next repack compresses.
 
 This module is the only one that writes SQL; callers use its methods.
 """

@@ -4,32 +4,34 @@
    inflated recipe: ingest keeps only the compressed bytes, so that it runs
    at the speed of decompressing) are deduplicated: each is read back
    (decompressed and verified against its diff ID), scanned like an
-   uncompressed layer, its new file-content chunks written (compressed with
-   the store's codec), and one transaction swaps its recipe for the layer
-   recipe, adding references to its chunks and dropping those to the
-   compressed bytes.
+   uncompressed layer, its new file-content chunks written as they are
+   (their packs listed for the next repack to compress), and one
+   transaction swaps its recipe for the layer recipe, adding references to
+   its chunks and dropping those to the compressed bytes.
 
 2. gzip and zstd layer blobs kept as compressed bytes are re-stored as
    reconstruction data against their (now deduplicated) layer
    (``reconstruct``), so the store holds the layer's file contents once
    instead of twice.
 
-In pass 2, :meth:`Store.compact` (CompactMixin) goes over those blobs, each in one pass: the stored blob
-is read back (verified) and analyzed (gzip: inflated by the analyzer; zstd:
-parsed beside the stored layer's bytes), and its reconstruction data is
-written to packs and, at the same time, rebuilt against the plaintext. The new form is committed only when the plaintext hashes to the
-blob's diff ID (so reads, which rebuild from the stored layer, see the same
+In pass 2, :meth:`Store.compact` (CompactMixin) goes over those blobs,
+each in one pass: the stored blob is read back (verified) and analyzed
+(gzip: inflated by the analyzer; zstd: parsed beside the stored layer's
+bytes), and its reconstruction data is written to packs and, at the same
+time, rebuilt against the plaintext. The new form is committed only when
+the plaintext hashes to the blob's diff ID (so reads, which rebuild from the stored layer, see the same
 plaintext) and the rebuilt bytes hash to the blob's digest (so the
 reconstruction is proven exact); then one catalog transaction swaps the
 blob's recipe, adds references to the new chunks and drops those of the
 compressed bytes, which a later prune and repack reclaim.
 
-Blobs are compacted in parallel, one per core (up to four): the analyzers
-and rebuilders run in C without the GIL.
+Layers and blobs are compacted in parallel, one per core (up to four):
+decompression, scanning, the analyzers and the rebuilders run in C without
+the GIL.
 
-A crash before that transaction leaves the blob as it was (the chunks
-written are unreferenced, reclaimed by repack). A blob changed by another
-writer in the meantime is left alone.
+A crash before either pass's transaction leaves the layer or blob as it was
+(the chunks written are unreferenced, reclaimed by repack). One changed by
+another writer in the meantime is left alone.
 
 Trade-off: a rebuilt blob needs its layer; the layer can no longer be
 recovered from the compressed blob by ``verify(repair=True)``.

@@ -987,7 +987,7 @@ class LifecycleMixin:
         self._packs.recover()  # also removes the index of a pack whose deletion was interrupted
         _n, before = self._pack_bytes_on_disk()
         live = self._live_by_pack()
-        uncompressed = self._catalog.packs_to_compress()  # packs whose new chunks ingest left uncompressed
+        uncompressed = self._catalog.packs_to_compress()  # packs whose new chunks compact left uncompressed
         chosen, considered = [], 0
         active = self._packs.active_pack_id
         for info in self._packs.packs():
