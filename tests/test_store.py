@@ -619,6 +619,95 @@ def test_batch_upgrades_a_blob_staged_as_raw(store):
     assert report.ok, report.problems
 
 
+def test_batch_with_a_gzip_layer_then_the_same_layer_plain(store):
+    """In one batch: a gzip layer (its layer held as the compressed bytes),
+    the same layer as a plain tar (deduplicated: it replaces the staged
+    record), then a layer sharing a file with it, which finds that file's
+    chunk in the batch. The commit stores all of them."""
+    rnd = random.Random(15)
+    shared = rnd.randbytes(300_000)
+    layer = make_tar([("a/file", shared)])
+    other = make_tar([("b/file", shared), ("b/y", rnd.randbytes(7000))])
+    gz = gzip.compress(layer, mtime=0)
+    with store.batch() as b:
+        b.ingest(io.BytesIO(gz))
+        b.ingest(io.BytesIO(layer))
+        b.ingest(io.BytesIO(other))
+        b.commit()
+    for data in (layer, other, gz):
+        assert store.read_blob(sha(data)) == data
+    assert store.layer_info(sha(layer)).deduplicated
+    assert store.layer_info(sha(other)).shared_bytes == len(shared)
+    report = store.verify()
+    assert report.ok, report.problems
+
+
+def test_decompressor_close_without_waiting_returns_while_its_source_blocks():
+    """``close(wait=False)`` (what a layer reader's close uses) returns at
+    once while the decompressing thread waits for input, and the thread
+    ends by itself once the input comes; ``close()`` waits for it."""
+    import threading
+    import time
+
+    from layerstore.decompress import Decompressor
+
+    rnd = random.Random(17)
+    first = gzip.compress(rnd.randbytes(3 << 20), 1)  # one member: one 2 MiB buffer and some
+    gate = threading.Event()
+
+    def source():
+        yield first
+        gate.wait(60)  # the second member is held back
+        yield gzip.compress(rnd.randbytes(1 << 20), 1)
+
+    for wait in (False, True):
+        gate.clear()
+        pipe = Decompressor(source(), "gzip", lambda _buf: None)
+        assert len(next(iter(pipe))) > 0
+        t0 = time.monotonic()
+        if wait:
+            threading.Timer(0.5, gate.set).start()
+        pipe.close(wait=wait)
+        took = time.monotonic() - t0
+        assert took < 0.25 if not wait else took >= 0.4, (wait, took)
+        gate.set()
+        pipe._thread.join(10)
+        assert not pipe._thread.is_alive()
+
+
+def test_closing_a_layer_reader_does_not_wait_for_its_chunk_reads(store):
+    """A reader dropped unclosed is closed by the garbage collector on any
+    thread, an "io" worker's included. Closing a reader of a layer held as
+    its compressed bytes must not wait for its decompressing thread, whose
+    chunk reads may need that very worker: here they are held back until
+    the close has returned."""
+    import threading
+
+    from layerstore import workers
+
+    rnd = random.Random(16)
+    layer = make_tar([(f"f{i}", rnd.randbytes(1 << 20)) for i in range(40)])
+    store.ingest(gzip.compress(layer, 1, mtime=0))
+    reader = store.open_blob(sha(layer))
+    assert reader.read(1000) == layer[:1000]
+    gate, held = threading.Event(), threading.Event()
+    read_run = store._read_run
+
+    def gated(*args):
+        held.set()
+        gate.wait(60)
+        return read_run(*args)
+
+    store._read_run = gated
+    try:
+        assert held.wait(20)  # the decompressing thread now waits for a chunk read
+        workers.pool("io").submit(reader.close).result(timeout=20)
+    finally:
+        gate.set()
+        del store._read_run
+    assert store.read_blob(sha(layer)) == layer
+
+
 def test_verify_reports_unknown_blob_kind_and_a_diff_id_held_raw(tmp_path):
     """Catalog rows edited by hand (or by a newer version): verify reports
     them and repair leaves the bytes alone."""

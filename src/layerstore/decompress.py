@@ -216,21 +216,30 @@ class Decompressor:
             return igzip.IGzipFile(fileobj=self._tee, mode="rb")
         return zstandard.ZstdDecompressor().stream_reader(self._tee, read_across_frames=True)
 
+    def _put(self, item) -> bool:
+        """Queue ``item`` for the consumer; False (dropped) once stopped."""
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
     def _run(self):
         try:
             with self._open() as f:
                 while not self._stop.is_set():
                     buf = f.read(_READ_SIZE)
-                    if not buf:
+                    if not buf or not self._put(buf):
                         break
-                    self._q.put(buf)
             if self._frames is not None and not self._stop.is_set():
                 while self._tee.readinto(bytearray(_READ_SIZE)):
                     pass  # bytes after the last frame the reader stopped at
                 self._frames.finish()
-            self._q.put(self._DONE)
+            self._put(self._DONE)
         except BaseException as exc:  # handed to the consumer
-            self._q.put(exc)
+            self._put(exc)
 
     def __iter__(self):
         while True:
@@ -246,11 +255,11 @@ class Decompressor:
                 raise CompressedLayerError(f"{self._kind} layer stream is invalid: {item}") from item
             yield item
 
-    def close(self):
+    def close(self, wait: bool = True):
+        """Stop the worker thread; with ``wait``, return once it has ended.
+        Without, it ends by itself after the read it is in (for a reader
+        closed by the garbage collector, which may run on a thread that
+        read needs)."""
         self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        self._thread.join()
+        if wait:
+            self._thread.join()

@@ -816,6 +816,16 @@ def _upgradable(kind: str, media_type: Optional[str]) -> bool:
     return kind == KIND_RAW and not (media_type and mediatypes.layer_compression(media_type) is None)
 
 
+def _upgrades(old: _Record, new: _Record) -> bool:
+    """True when ``new`` replaces ``old`` (same digest, staged in one batch):
+    a raw blob found to be a layer, or a layer held as its compressed bytes
+    given as a deduplicated one (catalog.upgrade_raw_blob does the same
+    for stored blobs)."""
+    if old.kind == KIND_RAW:
+        return new.kind != KIND_RAW
+    return old.kind == new.kind == KIND_LAYER and old.recipe.inflated and not new.recipe.inflated
+
+
 class Batch:
     """Blobs staged together and made visible in one catalog transaction:
     ``with store.batch() as b: b.ingest(...); ...; b.commit()``. Chunks
@@ -860,12 +870,17 @@ class Batch:
             old = self._records.get(rec.digest)
             if old is None:
                 self._records[rec.digest] = rec
-            elif old.kind == KIND_RAW and rec.kind != KIND_RAW:
-                # Staged as raw, now known to be a layer: the layer record
-                # replaces it, keeping the rows of the chunks the raw one
-                # wrote (later staged blobs may reference them).
+            elif _upgrades(old, rec):
+                # Staged as raw (or as a layer held as its compressed bytes),
+                # now known as a (deduplicated) layer: the new record replaces
+                # it, keeping the rows of the chunks the old one wrote.
                 rec.new_chunks = old.new_chunks + rec.new_chunks
                 self._records[rec.digest] = rec
+            else:
+                # The record staged first stays; the rows of the chunks this
+                # one wrote go with it: later staged blobs found those chunks
+                # in the batch and reference them.
+                old.new_chunks = old.new_chunks + rec.new_chunks
         return _info(self._records[records[-1].digest])
 
     def commit(self, extra=None) -> List[BlobInfo]:
@@ -1066,7 +1081,10 @@ class _InflatedReader(BlobReader):
         except CompressedLayerError as exc:
             raise CorruptBlobError(f"blob {self._digest}: its stored {kind} stream does not decompress: {exc}") from None
         finally:
-            pipe.close()
+            # not waiting: a reader dropped unclosed is closed by the garbage
+            # collector, maybe on a worker thread that the inflating thread's
+            # chunk reads wait for
+            pipe.close(wait=False)
 
 
 class _RebuiltReader(BlobReader):
