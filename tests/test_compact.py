@@ -229,6 +229,20 @@ def test_kill_during_compaction_loses_nothing(tmp_path):
         assert not store.verify().faults
 
 
+def _ingest_gzip_and_zstd_layers(root, count, seed, n):
+    """Ingest ``count`` layers of ``n`` files into the store at ``root``,
+    alternately zstd and gzip; returns (compressed blobs, tars)."""
+    blobs, tars = [], []
+    with Store.open(root) as store:
+        for i in range(count):
+            tar = layer_tar(seed + i, n=n)
+            blob = gzip.compress(tar, 6, mtime=0) if i % 2 else zstandard.ZstdCompressor(level=3).compress(tar)
+            store.ingest(blob)
+            blobs.append(blob)
+            tars.append(tar)
+    return blobs, tars
+
+
 _KILL_POINT_CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[3])
@@ -252,13 +266,8 @@ def test_sigkill_while_deduplicating_layers_loses_nothing(tmp_path, point, nth):
     blob and layer reads back exact, verify is clean, and compact finishes
     the work."""
     root = tmp_path / "s"
-    datas = []
-    with Store.open(root) as store:
-        for i in range(4):
-            tar = layer_tar(30 + i, n=60)
-            blob = gzip.compress(tar, 6, mtime=0) if i % 2 else zstandard.ZstdCompressor(level=3).compress(tar)
-            store.ingest(blob)
-            datas += [blob, tar]
+    blobs, tars = _ingest_gzip_and_zstd_layers(root, 4, seed=30, n=60)
+    datas = [x for pair in zip(blobs, tars) for x in pair]
     tests_dir = str(Path(__file__).resolve().parent)
     proc = subprocess.run([sys.executable, "-c", _KILL_POINT_CHILD, str(root), point, tests_dir, str(nth)],
                           capture_output=True, text=True, timeout=120)
@@ -317,13 +326,7 @@ def test_zstd_layer_starting_with_a_skippable_frame(tmp_path):
 
 def test_two_processes_compacting_at_once(tmp_path):
     root = tmp_path / "s"
-    blobs = []
-    with Store.open(root) as store:
-        for i in range(8):
-            tar = layer_tar(40 + i, n=120)
-            blob = gzip.compress(tar, 6, mtime=0) if i % 2 else zstandard.ZstdCompressor(level=3).compress(tar)
-            store.ingest(blob)
-            blobs.append(blob)
+    blobs, _tars = _ingest_gzip_and_zstd_layers(root, 8, seed=40, n=120)
     procs = [subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(root)], stdout=subprocess.PIPE)
              for _ in range(2)]
     for p in procs:

@@ -123,10 +123,27 @@ class _Proof:
         return self.rebuilder.wants is None and "sha256:" + self._rebuilt.hexdigest() == digest
 
 
-def _pool(jobs: int) -> ThreadPoolExecutor:
-    """Threads for ``jobs`` compaction jobs: one per core, at most _MAX_THREADS."""
-    return ThreadPoolExecutor(max(1, min(jobs, os.cpu_count() or 1, _MAX_THREADS)),
-                              thread_name_prefix="layerstore-compact")
+def _run_each(fn, jobs, report: CompactReport, done):
+    """``fn(*job)`` for each job (a tuple starting with a digest), one per
+    core at a time (up to _MAX_THREADS; the work runs in C without the
+    GIL). ``fn`` returns (why it left the digest as it was or None, two
+    figures); a job that returns a reason or raises LayerStoreError goes to
+    ``report.skipped``, and ``done(digest, *figures)`` is called for the
+    others, in job order."""
+
+    def one(job):
+        try:
+            return fn(*job)
+        except LayerStoreError as exc:
+            return str(exc), 0, 0
+
+    threads = max(1, min(len(jobs), os.cpu_count() or 1, _MAX_THREADS))
+    with ThreadPoolExecutor(threads, thread_name_prefix="layerstore-compact") as pool:
+        for job, (why, *figures) in zip(jobs, pool.map(one, jobs)):
+            if why:
+                report.skipped.append((job[0], why))
+            else:
+                done(job[0], *figures)
 
 
 class CompactMixin:
@@ -170,22 +187,12 @@ class CompactMixin:
             jobs.append((digest, kind, diff_id, raw))
         report.examined = len(jobs)
 
-        def one(job):
-            try:
-                return self._compact_one(*job)
-            except LayerStoreError as exc:
-                return str(exc), 0, 0
+        def rebuilt(digest, blob_bytes, data_bytes):
+            report.rebuilt.append(digest)
+            report.blob_bytes += blob_bytes
+            report.data_bytes += data_bytes
 
-        # The analyzers and rebuilders run in C without the GIL: one blob
-        # per core at a time.
-        with _pool(len(jobs)) as pool:
-            for (digest, *_), (why, blob_bytes, data_bytes) in zip(jobs, pool.map(one, jobs)):
-                if why:
-                    report.skipped.append((digest, why))
-                else:
-                    report.rebuilt.append(digest)
-                    report.blob_bytes += blob_bytes
-                    report.data_bytes += data_bytes
+        _run_each(self._compact_one, jobs, report, rebuilt)
         return report
 
     def _deduplicate_layers(self, rows, report: CompactReport):
@@ -194,20 +201,12 @@ class CompactMixin:
         hashing run without the GIL). A layer that fails is left as it was,
         in ``report.skipped``."""
 
-        def one(row):
-            try:
-                return self._deduplicate_layer(*row)
-            except LayerStoreError as exc:
-                return str(exc), 0, 0
+        def deduplicated(digest, size, written):
+            report.deduplicated.append(digest)
+            report.layer_bytes += size
+            report.content_bytes_written += written
 
-        with _pool(len(rows)) as pool:
-            for (digest, _raw), (why, size, written) in zip(rows, pool.map(one, rows)):
-                if why:
-                    report.skipped.append((digest, why))
-                else:
-                    report.deduplicated.append(digest)
-                    report.layer_bytes += size
-                    report.content_bytes_written += written
+        _run_each(self._deduplicate_layer, rows, report, deduplicated)
 
     def _deduplicate_layer(self, digest, old_raw) -> Tuple[Optional[str], int, int]:
         """Deduplicate one layer held as an inflated recipe: (why it was left
