@@ -679,18 +679,16 @@ def test_closing_a_layer_reader_does_not_wait_for_its_chunk_reads(store):
     """A reader dropped unclosed is closed by the garbage collector on any
     thread, an "io" worker's included. Closing a reader of a layer held as
     its compressed bytes must not wait for its decompressing thread, whose
-    chunk reads may need that very worker: here they are held back until
-    the close has returned."""
+    chunk reads may need that very worker: here its chunk reads are held
+    back until the close has returned."""
     import threading
-
-    from layerstore import workers
 
     rnd = random.Random(16)
     layer = make_tar([(f"f{i}", rnd.randbytes(1 << 20)) for i in range(40)])
     store.ingest(gzip.compress(layer, 1, mtime=0))
     reader = store.open_blob(sha(layer))
     assert reader.read(1000) == layer[:1000]
-    gate, held = threading.Event(), threading.Event()
+    gate, held, closed = threading.Event(), threading.Event(), threading.Event()
     read_run = store._read_run
 
     def gated(*args):
@@ -699,11 +697,15 @@ def test_closing_a_layer_reader_does_not_wait_for_its_chunk_reads(store):
         return read_run(*args)
 
     store._read_run = gated
+    closer = threading.Thread(target=lambda: (reader.close(), closed.set()))
     try:
-        assert held.wait(20)  # the decompressing thread now waits for a chunk read
-        workers.pool("io").submit(reader.close).result(timeout=20)
+        assert held.wait(20)  # the decompressing thread's reads now wait
+        closer.start()
+        assert closed.wait(10), "close waited for the held chunk reads"
     finally:
         gate.set()
+        if closer.ident is not None:  # started
+            closer.join(60)
         del store._read_run
     assert store.read_blob(sha(layer)) == layer
 
