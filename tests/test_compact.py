@@ -87,7 +87,9 @@ def test_library_written_layers(tmp_path, kind, level):
         info = store.ingest(blob)
         assert info.kind == kind
         # ingested, the layer is its compressed bytes
-        assert store.df().unique_bytes == len(blob)
+        usage = store.df()
+        assert usage.unique_bytes == len(blob)
+        assert (usage.layers_not_deduplicated, usage.not_deduplicated_bytes) == (1, len(tar))
         assert not store.layer_info(sha(tar)).deduplicated
         report = store.compact()
         assert report.deduplicated == [sha(tar)] and report.layer_bytes == len(tar)
@@ -96,7 +98,9 @@ def test_library_written_layers(tmp_path, kind, level):
         assert layer.deduplicated and layer.content_bytes == report.content_bytes_written
         # compacted, it is its file contents, its tar headers (segments) and
         # the reconstruction data
-        assert store.df().unique_bytes == len(tar) + report.data_bytes
+        usage = store.df()
+        assert usage.unique_bytes == len(tar) + report.data_bytes
+        assert (usage.layers_not_deduplicated, usage.not_deduplicated_bytes) == (0, 0)
         raw = store._catalog.get_blob(sha(blob))[6]
         assert recipe_codec.decode(raw).source == sha(tar)
         assert store.read_blob(sha(blob)) == blob
@@ -173,8 +177,11 @@ def test_cli_compact(tmp_path):
     runner = CliRunner()
     info = json.loads(runner.invoke(cli, ["--store", str(root), "--format", "json", "blobs", "info", sha(blob)]).output)
     assert info["stored_as"] == "its compressed bytes"
+    res = runner.invoke(cli, ["--store", str(root), "df"])
+    assert res.exit_code == 0 and "Layers held as they came: 1 (" in res.output, res.output
     res = runner.invoke(cli, ["--store", str(root), "compact"])
     assert res.exit_code == 0, res.output
+    assert "Layers deduplicated: 1 (" in res.output
     assert "Compressed blobs rebuilt from their layer: 1 of 1" in res.output
     res = runner.invoke(cli, ["--store", str(root), "--format", "json", "blobs", "info", sha(blob)])
     info = json.loads(res.output)

@@ -890,6 +890,9 @@ def df(state: State, verbose, fmt):
         click.echo(f"Dedup ratio: {usage.dedup_ratio:.2f}x, compression ratio: {usage.compression_ratio:.2f}x")
         click.echo(f"Packs: {usage.pack_files} files, {human_size(usage.pack_bytes)} "
                    f"({human_size(usage.dead_pack_bytes)} dead); catalog: {human_size(usage.catalog_bytes)}")
+        if usage.layers_not_deduplicated:
+            click.echo(f"Layers held as they came: {usage.layers_not_deduplicated} "
+                       f"({human_size(usage.not_deduplicated_bytes)} of tar; compact deduplicates them)")
         if usage.to_compress_bytes:
             click.echo(f"Stored uncompressed by compact of gzip/zstd layers: {human_size(usage.to_compress_bytes)} "
                        f"(repack compresses them)")

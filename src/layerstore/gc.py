@@ -239,7 +239,12 @@ class DiskUsage:
     gzip and zstd layers, stored uncompressed, which the next repack
     compresses),
     ``catalog_bytes`` (``catalog.db`` and its WAL).
-    ``per_image``: one :class:`ImageUsage` per top-level image."""
+    ``per_image``: one :class:`ImageUsage` per top-level image.
+
+    Layers held as they came: ``layers_not_deduplicated`` (gzip and zstd
+    layers ingested but not yet deduplicated by ``compact``; their chunks
+    are their compressed blob's, which also counts them in ``logical_bytes``)
+    and ``not_deduplicated_bytes`` (their tar bytes)."""
 
     images: int
     active: int
@@ -259,6 +264,8 @@ class DiskUsage:
     chunks: int
     per_image: Tuple[ImageUsage, ...] = ()
     to_compress_bytes: int = 0
+    layers_not_deduplicated: int = 0
+    not_deduplicated_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -1220,6 +1227,7 @@ class LifecycleMixin:
                 chunk_rows = {d: (slen, length, refs) for d, slen, length, refs in
                               cur.execute("SELECT digest, stored_length, length, refs FROM chunks")}
                 recipes: Dict[str, Tuple[Set[bytes], int, int]] = {}
+                inflated: Dict[str, int] = {}  # layers held as they came -> tar bytes
                 for d, size, raw in cur.execute("SELECT digest, size, recipe FROM blobs"):
                     try:
                         rec = recipe_codec.decode(raw, what=f"recipe of {d}")
@@ -1228,6 +1236,8 @@ class LifecycleMixin:
                         continue
                     # segment bytes: a rebuilt recipe (compact.py) has none
                     recipes[d] = ({r.digest for r in rec.chunks}, len(rec.segments), len(raw))
+                    if rec.inflated:
+                        inflated[d] = rec.size
                 live_by_pack = {name: b for name, b in cur.execute(
                     "SELECT p.name, sum(? + c.stored_length) FROM chunks c JOIN packs p ON p.id = c.pack "
                     "GROUP BY c.pack", (ENTRY_HEADER_SIZE,))}
@@ -1314,6 +1324,8 @@ class LifecycleMixin:
             chunks=len(chunk_rows),
             per_image=tuple(per_image),
             to_compress_bytes=to_compress,
+            layers_not_deduplicated=len(inflated),
+            not_deduplicated_bytes=sum(inflated.values()),
         )
 
     # -- verify ---------------------------------------------------------------------------------
