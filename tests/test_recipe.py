@@ -57,7 +57,7 @@ def test_inflated_recipe_round_trip(method):
         refs.append(recipe.ChunkRef(pos, 1000 + i, hashlib.sha256(bytes([i])).digest()))
         pos += 1000 + i
     enc = recipe.encode_inflated(123_456_789, method, refs, pos)
-    assert enc[4] == recipe.VERSION_INFLATED  # the version byte compact looks for
+    assert recipe.version(enc) == enc[4] == recipe.VERSION_INFLATED  # the byte compact and the catalog look at
     rec = recipe.decode(enc)
     assert rec.inflated and not rec.source and rec.method == method
     assert (rec.size, rec.data_size, rec.chunks, rec.segments) == (123_456_789, pos, refs, b"")

@@ -346,9 +346,8 @@ class Catalog:
         row = cur.execute("SELECT kind, recipe FROM blobs WHERE digest = ?", (digest,)).fetchone()
         if row is None:
             return None
-        # recipe.py: the version byte follows the 4-byte magic
-        inflated_to_plain = (row[0] == kind == "layer" and bytes(row[1][4:5]) == bytes([recipe_codec.VERSION_INFLATED])
-                             and bytes(recipe[4:5]) == bytes([recipe_codec.VERSION]))
+        inflated_to_plain = (row[0] == kind == "layer" and recipe_codec.version(row[1]) == recipe_codec.VERSION_INFLATED
+                             and recipe_codec.version(recipe) == recipe_codec.VERSION)
         if row[0] != "raw" and not inflated_to_plain:
             return None
         cur.execute(

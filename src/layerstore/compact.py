@@ -166,9 +166,10 @@ class CompactMixin:
         with self._catalog.read() as cur:
             rows = cur.execute("SELECT digest, kind, diff_id, recipe FROM blobs WHERE kind IN ('gzip', 'zstd') "
                                "ORDER BY digest").fetchall()
-            # the version byte of the recipe header (recipe.py) tells an inflated one
-            inflated = cur.execute("SELECT digest, recipe FROM blobs WHERE kind = 'layer' AND substr(recipe, 5, 1) = ? "
-                                   "ORDER BY digest", (bytes([recipe_codec.VERSION_INFLATED]),)).fetchall()
+            # the version byte of the recipe header tells an inflated one (substr counts from 1)
+            inflated = cur.execute("SELECT digest, recipe FROM blobs WHERE kind = 'layer' AND substr(recipe, ?, 1) = ? "
+                                   "ORDER BY digest", (recipe_codec.VERSION_OFFSET + 1,
+                                                       bytes([recipe_codec.VERSION_INFLATED]))).fetchall()
         wanted = set(digests) if digests is not None else None
         if wanted is not None:
             layers = wanted | {diff_id for digest, _k, diff_id, _r in rows if digest in wanted}
@@ -238,7 +239,7 @@ class CompactMixin:
             layer = self._catalog.get_blob(diff_id) if diff_id and self._live_kind(diff_id) else None
             if layer is None or layer[3] != KIND_LAYER:
                 return f"its diff ID {diff_id} is not stored as a layer", 0, 0
-            if bytes(layer[6][4:5]) == bytes([recipe_codec.VERSION_INFLATED]):
+            if recipe_codec.version(layer[6]) == recipe_codec.VERSION_INFLATED:
                 # a rebuilt blob is read through its layer: never through one
                 # that is read through a compressed blob
                 return f"its layer {diff_id} is not deduplicated yet", 0, 0

@@ -50,6 +50,8 @@ METHOD_ZSTD = 2
 METHOD_KINDS = {METHOD_GZIP: "gzip", METHOD_ZSTD: "zstd"}
 _CODEC_ZSTD = 1
 _HEADER = struct.Struct("<4sBB2xQQ")
+#: Offset of the version byte in an encoded recipe (after the magic).
+VERSION_OFFSET = 4
 _HEAD = struct.Struct("<QIQ")
 _REBUILT = struct.Struct("<B32s")
 _INFLATED = struct.Struct("<B")
@@ -172,6 +174,13 @@ def _seal(version, head: bytes, chunks, segments, seg_len) -> bytes:
     stored = b"".join(out)
     payload_len = len(head) + len(chunks) * _REF.size + seg_len
     return _HEADER.pack(MAGIC, version, _CODEC_ZSTD, xxhash.xxh3_64_intdigest(stored), payload_len) + stored
+
+
+def version(data) -> int:
+    """The version byte of an encoded recipe, read without decoding or
+    checking it (-1 when ``data`` is too short to have one): tells an
+    inflated recipe from the others cheaply."""
+    return data[VERSION_OFFSET] if len(data) > VERSION_OFFSET else -1
 
 
 def decode(data: bytes, what: str = "recipe") -> Recipe:
